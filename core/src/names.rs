@@ -1,0 +1,153 @@
+//! Container names and the rules they follow.
+//!
+//! A container name is `<manager name>-<machine tag>`, and the machine tag of
+//! machine `1/lxc/0` is `machine-1-lxc-0`. Every name must be a valid
+//! hostname label, because it becomes the container's hostname.
+
+use crate::error::InvalidValue;
+
+/// Maximum length of a hostname label (RFC 1035).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Checks that `value` is a valid hostname label: ASCII letters, digits and
+/// `-`, starting with a letter, not ending with `-`, at most
+/// [`MAX_NAME_LEN`] characters. `field` names the value in the error.
+pub fn validate_label(field: &str, value: &str) -> Result<(), InvalidValue> {
+    let reject = |rule: String| Err(InvalidValue::new(field, value, rule));
+    if value.is_empty() {
+        return reject("must not be empty".into());
+    }
+    if value.len() > MAX_NAME_LEN {
+        return reject(format!(
+            "is {} characters long, but a hostname label holds at most {MAX_NAME_LEN}",
+            value.len()
+        ));
+    }
+    if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
+        return reject(format!("contains {bad:?}; only ASCII letters, digits and '-' are allowed"));
+    }
+    if !value.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return reject("must start with a letter".into());
+    }
+    if value.ends_with('-') {
+        return reject("must not end with '-'".into());
+    }
+    Ok(())
+}
+
+/// Checks a manager name. It follows the rules of a container name and,
+/// because containers are named `<manager name>-...`, leaves room for at
+/// least a short machine tag.
+pub fn validate_manager_name(name: &str) -> Result<(), InvalidValue> {
+    validate_label("manager name", name)
+}
+
+/// Checks a full container name, as given to destroy or derived by
+/// [`container_name`].
+pub fn validate_container_name(name: &str) -> Result<(), InvalidValue> {
+    validate_label("container name", name)
+}
+
+/// Checks a machine id such as `0`, `1/lxc/0` or `2/kvm/1/lxc/3`: a number,
+/// then any number of `/<container type>/<number>` parts.
+pub fn validate_machine_id(id: &str) -> Result<(), InvalidValue> {
+    let rule = "must be a number followed by any number of /<container type>/<number> parts, such as 1/lxc/0";
+    let reject = || Err(InvalidValue::new("machine id", id, rule));
+    let parts: Vec<&str> = id.split('/').collect();
+    if parts.len() % 2 == 0 {
+        return reject();
+    }
+    for (index, part) in parts.iter().enumerate() {
+        let valid = if index % 2 == 0 {
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && (part.len() == 1 || !part.starts_with('0'))
+        } else {
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase())
+        };
+        if !valid {
+            return reject();
+        }
+    }
+    Ok(())
+}
+
+/// Returns the tag of machine `id`: `machine-` then the id with `/` turned
+/// into `-` (`1/lxc/0` becomes `machine-1-lxc-0`).
+pub fn machine_tag(id: &str) -> Result<String, InvalidValue> {
+    validate_machine_id(id)?;
+    Ok(format!("machine-{}", id.replace('/', "-")))
+}
+
+/// Returns the container name of machine `machine_id` under manager
+/// `manager_name`, after checking both and the result.
+pub fn container_name(manager_name: &str, machine_id: &str) -> Result<String, InvalidValue> {
+    validate_manager_name(manager_name)?;
+    let name = format!("{manager_name}-{}", machine_tag(machine_id)?);
+    validate_container_name(&name)?;
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_name_of_nested_machine() {
+        assert_eq!(container_name("juju", "1/lxc/0").unwrap(), "juju-machine-1-lxc-0");
+        assert_eq!(container_name("juju", "0").unwrap(), "juju-machine-0");
+    }
+
+    #[test]
+    fn container_names_with_symbols_rejected() {
+        for name in ["Best_#1", "SWEET!", "almost_lions?", "a b", "a.b", "a\nb", "a\0b", "ü"] {
+            let error = validate_container_name(name).unwrap_err();
+            assert!(error.rule.contains("only ASCII letters, digits and '-'"), "{name:?}: {error}");
+            assert!(error.to_string().contains("container name"), "{error}");
+        }
+    }
+
+    #[test]
+    fn manager_name_must_start_with_letter() {
+        for name in ["00340599maas", "29-test", "-juju"] {
+            let error = validate_manager_name(name).unwrap_err();
+            assert_eq!(error.rule, "must start with a letter", "{name:?}");
+            assert!(container_name(name, "0").is_err());
+        }
+    }
+
+    #[test]
+    fn manager_name_with_trailing_dash_rejected() {
+        let error = container_name("juju-", "1/lxc/0").unwrap_err();
+        assert_eq!(error.field, "manager name");
+        assert_eq!(error.rule, "must not end with '-'");
+    }
+
+    #[test]
+    fn manager_name_with_symbols_rejected() {
+        for name in ["Best_#1", "SWEET!", "almost_lions?"] {
+            let error = container_name(name, "0").unwrap_err();
+            assert_eq!(error.field, "manager name");
+        }
+    }
+
+    #[test]
+    fn derived_name_length_limit() {
+        // "-machine-0" is 10 characters, so a 53-character manager name gives 63.
+        let manager = format!("a{}", "b".repeat(52));
+        assert_eq!(container_name(&manager, "0").unwrap().len(), 63);
+        let manager = format!("a{}", "b".repeat(53));
+        let error = container_name(&manager, "0").unwrap_err();
+        assert_eq!(error.field, "container name");
+        assert!(error.rule.contains("64 characters"), "{error}");
+        assert!(error.rule.contains("at most 63"), "{error}");
+    }
+
+    #[test]
+    fn machine_ids_checked() {
+        for id in ["0", "1/lxc/0", "12/kvm/3/lxc/10"] {
+            validate_machine_id(id).unwrap();
+        }
+        for id in ["", "a", "1/", "1/lxc", "1/lxc/", "/1", "1//0", "01", "1/LXC/0", "1/lxc/0/", "1 /lxc/0", "-1"] {
+            assert!(validate_machine_id(id).is_err(), "{id:?} accepted");
+        }
+    }
+}

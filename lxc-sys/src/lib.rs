@@ -1,0 +1,1 @@
+//! Raw liblxc bindings.
