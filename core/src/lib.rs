@@ -17,6 +17,7 @@ pub mod manager;
 pub mod names;
 pub mod network;
 pub mod progress;
+pub mod quoting;
 pub mod userdata;
 
 pub use config::ManagerConfig;
@@ -29,4 +30,5 @@ pub use manager::{Initialiser, Manager};
 pub use names::{container_name, machine_tag, validate_container_name, validate_manager_name};
 pub use network::{MacAddress, NetworkConfig, NetworkKind};
 pub use progress::{NoProgress, Progress, ProgressEvent, Step};
-pub use userdata::{render_user_data, write_user_data};
+pub use quoting::shell_quote;
+pub use userdata::{render_user_data, render_user_data_for_host, write_user_data, write_user_data_for_host};

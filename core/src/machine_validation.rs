@@ -1,13 +1,331 @@
 //! The rules a [`MachineConfig`] must meet before a machine is created.
+//!
+//! Every value of the configuration ends up in the machine's cloud-config,
+//! in its agent configuration, in a shell script or in a systemd unit. The
+//! rules here reject what any of those cannot carry, and what is plainly
+//! wrong, before anything is created. Each problem names the field as it is
+//! spelled in the serialized configuration (such as `tools.sha256`), the
+//! value and the rule.
+
+use std::net::Ipv6Addr;
+use std::path::{Component, Path};
 
 use crate::error::InvalidValue;
-use crate::machine::MachineConfig;
+use crate::machine::{ControllerInfo, MachineConfig, ProxySettings};
+use crate::names::validate_machine_id;
+use crate::network::{MacAddress, validate_interface_name, validate_mtu};
 
-/// Returns every rule `config` breaks, in field order.
+/// Maximum length of an OS series name.
+const MAX_SERIES_LEN: usize = 32;
+
+/// Characters that YAML (PyYAML), systemd or a shell line treat as the end
+/// of a line. A value holding one could start a new line of a unit file or
+/// a script, so no value except a PEM certificate may hold them.
+const LINE_BREAKS: [char; 5] = ['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'];
+
+/// Returns every rule `config` breaks: first NUL and line-break problems of
+/// any string, then the field rules in field order.
 pub(crate) fn problems(config: &MachineConfig) -> Vec<InvalidValue> {
-    let mut problems = Vec::new();
-    if let Err(error) = crate::names::validate_machine_id(&config.machine_id) {
-        problems.push(error);
+    let mut problems = Problems::default();
+    problems.check_strings(config);
+
+    if let Err(error) = validate_machine_id(&config.machine_id) {
+        problems.push(InvalidValue { field: "machine-id".into(), ..error });
     }
-    problems
+    problems.non_empty("machine-nonce", &config.machine_nonce);
+    problems.series(&config.series);
+    problems.absolute_path("data-dir", &config.data_dir);
+    problems.absolute_path("log-dir", &config.log_dir);
+    if config.jobs.is_empty() {
+        problems.reject("jobs", "[]", "must name at least one job");
+    }
+    problems.tools(config);
+
+    let tag = config.tag().ok();
+    problems.controller("api-info", &config.api_info, tag.as_deref());
+    if let Some(state_info) = &config.state_info {
+        problems.controller("state-info", state_info, tag.as_deref());
+    }
+
+    for (index, key) in config.authorized_keys.iter().enumerate() {
+        problems.authorized_key(&format!("authorized-keys[{index}]"), key);
+    }
+    problems.proxy("proxy", &config.proxy, false);
+    problems.proxy("apt-proxy", &config.apt_proxy, true);
+    for name in config.agent_environment.keys() {
+        problems.environment_name(name);
+    }
+    for (index, interface) in config.network_interfaces.iter().enumerate() {
+        problems.interface(index, interface);
+    }
+    problems.absolute_path("cloud-init-output-log", &config.cloud_init_output_log);
+    problems.0
+}
+
+#[derive(Default)]
+struct Problems(Vec<InvalidValue>);
+
+impl Problems {
+    fn push(&mut self, problem: InvalidValue) {
+        self.0.push(problem);
+    }
+
+    fn reject(&mut self, field: &str, value: &str, rule: impl Into<String>) {
+        self.0.push(InvalidValue::new(field, value, rule));
+    }
+
+    fn non_empty(&mut self, field: &str, value: &str) -> bool {
+        if value.is_empty() {
+            self.reject(field, value, "must not be empty");
+            return false;
+        }
+        true
+    }
+
+    /// Checks every string of the configuration, wherever it sits, for NUL
+    /// and line breaks. The walk goes over the serialized form, so a field
+    /// added later is checked without changes here.
+    fn check_strings(&mut self, config: &MachineConfig) {
+        match serde_json::to_value(config) {
+            Ok(value) => self.check_value(String::new(), &value),
+            Err(error) => self.reject("machine config", "", format!("cannot be serialized: {error}; paths must be valid UTF-8")),
+        }
+    }
+
+    fn check_value(&mut self, field: String, value: &serde_json::Value) {
+        match value {
+            serde_json::Value::String(text) => self.check_string(&field, text),
+            serde_json::Value::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    self.check_value(format!("{field}[{index}]"), item);
+                }
+            }
+            serde_json::Value::Object(map) => {
+                for (key, item) in map {
+                    let child = if field.is_empty() { key.clone() } else { format!("{field}.{key}") };
+                    // A map key is a string too (agent environment names).
+                    self.check_string(&format!("{child} (key)"), key);
+                    self.check_value(child, item);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check_string(&mut self, field: &str, text: &str) {
+        if text.contains('\0') {
+            self.reject(field, text, "must not contain a NUL character");
+        }
+        let pem = field.ends_with("ca-cert");
+        if !pem && let Some(found) = text.chars().find(|c| LINE_BREAKS.contains(c)) {
+            self.reject(field, text, format!("must be a single line, but contains line break {found:?}"));
+        }
+    }
+
+    fn series(&mut self, series: &str) {
+        let plausible = series.len() <= MAX_SERIES_LEN
+            && series.starts_with(|c: char| c.is_ascii_lowercase())
+            && series.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !plausible {
+            self.reject(
+                "series",
+                series,
+                format!("must be a lowercase series name of letters and digits starting with a letter, at most {MAX_SERIES_LEN} characters, such as bookworm"),
+            );
+        }
+    }
+
+    fn absolute_path(&mut self, field: &str, path: &Path) {
+        let shown = path.to_string_lossy();
+        if !path.is_absolute() {
+            self.reject(field, &shown, "must be an absolute path");
+        } else if path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
+            self.reject(field, &shown, "must not contain '.' or '..' components");
+        } else if path.parent().is_none() {
+            self.reject(field, &shown, "must not be the root directory");
+        }
+    }
+
+    fn tools(&mut self, config: &MachineConfig) {
+        let tools = &config.tools;
+        if tools_version_number(&tools.version).is_none() {
+            self.reject(
+                "tools.version",
+                &tools.version,
+                "must be <version>-<os>-<arch> of letters, digits, '.', '+' and '_', starting with a digit, such as 3.5.1-ubuntu-amd64",
+            );
+        }
+        if let Err(rule) = check_http_url(&tools.url) {
+            self.reject("tools.url", &tools.url, rule);
+        }
+        if tools.sha256.len() != 64 || !tools.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            self.reject("tools.sha256", &tools.sha256, "must be a SHA-256 digest of 64 hexadecimal digits");
+        }
+        if tools.size == 0 {
+            self.reject("tools.size", "0", "must be the tarball size in bytes, greater than 0");
+        }
+    }
+
+    fn controller(&mut self, field: &str, info: &ControllerInfo, machine_tag: Option<&str>) {
+        if info.addrs.is_empty() {
+            self.reject(&format!("{field}.addrs"), "[]", "must hold at least one host:port address");
+        }
+        for (index, address) in info.addrs.iter().enumerate() {
+            if let Err(rule) = check_host_port(address) {
+                self.reject(&format!("{field}.addrs[{index}]"), address, rule);
+            }
+        }
+        let ca_cert = info.ca_cert.trim();
+        if !(ca_cert.starts_with("-----BEGIN CERTIFICATE-----") && ca_cert.ends_with("-----END CERTIFICATE-----")) {
+            self.reject(
+                &format!("{field}.ca-cert"),
+                &info.ca_cert,
+                "must be a PEM certificate from -----BEGIN CERTIFICATE----- to -----END CERTIFICATE-----",
+            );
+        }
+        if let Some(machine_tag) = machine_tag
+            && info.tag != machine_tag
+        {
+            self.reject(&format!("{field}.tag"), &info.tag, format!("must be the machine's tag {machine_tag:?}"));
+        }
+        self.non_empty(&format!("{field}.password"), &info.password);
+        if let Some(model_tag) = &info.model_tag
+            && model_tag.strip_prefix("model-").is_none_or(str::is_empty)
+        {
+            self.reject(&format!("{field}.model-tag"), model_tag, "must be model-<uuid>");
+        }
+    }
+
+    fn authorized_key(&mut self, field: &str, key: &str) {
+        if key.trim().is_empty() {
+            self.reject(field, key, "must be an SSH public key, not empty");
+        }
+        // Line breaks are rejected for every string; a key is one line of
+        // authorized_keys, so the rule is stated here for the reader.
+    }
+
+    fn proxy(&mut self, field: &str, proxy: &ProxySettings, apt: bool) {
+        let values = [("http", &proxy.http), ("https", &proxy.https), ("ftp", &proxy.ftp), ("no-proxy", &proxy.no_proxy)];
+        for (name, value) in values {
+            let field = format!("{field}.{name}");
+            if let Some(bad) = value.chars().find(|c| c.is_control() && !LINE_BREAKS.contains(c) && *c != '\0') {
+                self.reject(&field, value, format!("must not contain control character {bad:?}"));
+            }
+            if apt && value.contains('"') {
+                self.reject(
+                    &field,
+                    value,
+                    "must not contain '\"', because apt.conf strings have no escape for it; write it as %22",
+                );
+            }
+            if name != "no-proxy" && value.starts_with('-') {
+                self.reject(&field, value, "must be a proxy URL, not start with '-'");
+            }
+        }
+    }
+
+    fn environment_name(&mut self, name: &str) {
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            self.reject(
+                "agent-environment",
+                name,
+                "must be an environment variable name: ASCII letters, digits and '_', not starting with a digit",
+            );
+        }
+    }
+
+    fn interface(&mut self, index: usize, interface: &crate::machine::InterfaceInfo) {
+        let field = format!("network-interfaces[{index}]");
+        if let Err(error) = validate_interface_name(&interface.name) {
+            self.push(InvalidValue { field: format!("{field}.name"), ..error });
+        }
+        if let Some(mac) = &interface.mac
+            && let Err(error) = mac.parse::<MacAddress>()
+        {
+            self.push(InvalidValue { field: format!("{field}.mac"), ..error });
+        }
+        if let Err(rule) = check_cidr(&interface.address) {
+            self.reject(&format!("{field}.address"), &interface.address, rule);
+        }
+        if let Some(gateway) = &interface.gateway
+            && gateway.parse::<std::net::IpAddr>().is_err()
+        {
+            self.reject(&format!("{field}.gateway"), gateway, "must be an IP address");
+        }
+        for (server_index, server) in interface.dns_servers.iter().enumerate() {
+            if server.parse::<std::net::IpAddr>().is_err() {
+                self.reject(&format!("{field}.dns-servers[{server_index}]"), server, "must be an IP address");
+            }
+        }
+        if let Some(mtu) = interface.mtu
+            && let Err(error) = validate_mtu(mtu)
+        {
+            self.push(InvalidValue { field: format!("{field}.mtu"), ..error });
+        }
+    }
+}
+
+/// Returns the version number of an agent version `<number>-<os>-<arch>`,
+/// such as `3.5.1` of `3.5.1-ubuntu-amd64` or `2.9-beta1` of
+/// `2.9-beta1-ubuntu-amd64`, or `None` when `version` is not of that form.
+pub(crate) fn tools_version_number(version: &str) -> Option<&str> {
+    let allowed = |part: &str| {
+        !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'_' | b'-'))
+    };
+    let mut parts = version.rsplitn(3, '-');
+    let (arch, os, number) = (parts.next()?, parts.next()?, parts.next()?);
+    let valid = [arch, os, number].into_iter().all(allowed)
+        && !arch.contains('-')
+        && !os.contains('-')
+        && number.starts_with(|c: char| c.is_ascii_digit());
+    valid.then_some(number)
+}
+
+fn check_http_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| "must be an http:// or https:// URL".to_owned())?;
+    if let Some(bad) = url.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("must not contain {bad:?}; percent-encode it"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return Err("must name a host after the scheme".into());
+    }
+    Ok(())
+}
+
+fn check_host_port(address: &str) -> Result<(), String> {
+    let rule = "must be host:port with a port from 1 to 65535, such as 10.0.0.1:17070 or [fd00::1]:17070";
+    let (host, port) = address.rsplit_once(':').ok_or(rule)?;
+    if !matches!(port.parse::<u16>(), Ok(1..)) || port.starts_with('+') {
+        return Err(rule.into());
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        let inner = inner.strip_suffix(']').ok_or(rule)?;
+        return inner.parse::<Ipv6Addr>().map(drop).map_err(|_| rule.into());
+    }
+    let valid_host = !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if valid_host { Ok(()) } else { Err(rule.into()) }
+}
+
+fn check_cidr(address: &str) -> Result<(), String> {
+    let rule = "must be an IP address with a prefix length, such as 10.0.3.5/24";
+    let (ip, prefix) = address.split_once('/').ok_or(rule)?;
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| rule)?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    match prefix.parse::<u8>() {
+        Ok(length) if length <= max && !prefix.starts_with('+') => Ok(()),
+        _ => Err(rule.into()),
+    }
 }

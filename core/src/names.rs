@@ -54,7 +54,7 @@ pub fn validate_machine_id(id: &str) -> Result<(), InvalidValue> {
     let rule = "must be a number followed by any number of /<container type>/<number> parts, such as 1/lxc/0";
     let reject = || Err(InvalidValue::new("machine id", id, rule));
     let parts: Vec<&str> = id.split('/').collect();
-    if parts.len() % 2 == 0 {
+    if parts.len().is_multiple_of(2) {
         return reject();
     }
     for (index, part) in parts.iter().enumerate() {

@@ -326,7 +326,7 @@ mod tests {
             ("br/0", "only printable"),
             ("br:0", "only printable"),
             ("br\n0", "only printable"),
-            ("br\00", "only printable"),
+            ("br\x000", "only printable"),
             (".", "'.' or '..'"),
             ("..", "'.' or '..'"),
             ("brü", "only printable"),
