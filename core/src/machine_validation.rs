@@ -329,3 +329,319 @@ fn check_cidr(address: &str) -> Result<(), String> {
         _ => Err(rule.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::machine::{AgentTools, Constraints, InterfaceInfo, MachineJob};
+
+    const CA_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n";
+
+    fn machine() -> MachineConfig {
+        MachineConfig {
+            machine_id: "1/lxc/0".into(),
+            machine_nonce: "nonce-1".into(),
+            series: "bookworm".into(),
+            data_dir: PathBuf::from("/var/lib/juju"),
+            log_dir: PathBuf::from("/var/log/juju"),
+            jobs: vec![MachineJob::JobHostUnits],
+            tools: AgentTools {
+                version: "3.5.1-ubuntu-amd64".into(),
+                url: "https://10.0.0.1:17070/tools".into(),
+                sha256: "0123456789abcdef".repeat(4),
+                size: 10,
+            },
+            api_info: ControllerInfo {
+                addrs: vec!["10.0.0.1:17070".into()],
+                ca_cert: CA_CERT.into(),
+                tag: "machine-1-lxc-0".into(),
+                password: "secret".into(),
+                model_tag: None,
+            },
+            state_info: None,
+            authorized_keys: vec!["ssh-ed25519 AAAA user@host".into()],
+            proxy: ProxySettings::default(),
+            apt_proxy: ProxySettings::default(),
+            disable_package_commands: false,
+            agent_environment: BTreeMap::new(),
+            constraints: Constraints::default(),
+            network_interfaces: Vec::new(),
+            cloud_init_output_log: PathBuf::from("/var/log/cloud-init-output.log"),
+        }
+    }
+
+    /// Applies `change` to a valid machine and asserts that validation
+    /// reports exactly one problem, on `field`, whose rule contains `rule`.
+    #[track_caller]
+    fn assert_rejected(change: impl FnOnce(&mut MachineConfig), field: &str, rule: &str) {
+        let mut config = machine();
+        change(&mut config);
+        let found = problems(&config);
+        assert_eq!(found.len(), 1, "expected one problem on {field}, got {found:#?}");
+        assert_eq!(found[0].field, field, "{found:#?}");
+        assert!(found[0].rule.contains(rule), "rule {:?} lacks {rule:?}", found[0].rule);
+    }
+
+    #[test]
+    fn valid_machine_has_no_problems() {
+        assert_eq!(problems(&machine()), vec![]);
+        let mut config = machine();
+        config.state_info = Some(config.api_info.clone());
+        config.api_info.model_tag = Some("model-0b4e7a3c".into());
+        config.api_info.addrs.push("[fd00::1]:17070".into());
+        config.api_info.addrs.push("controller.example.com:443".into());
+        config.tools.url = "http://controller:17070/tools?x=1".into();
+        config.tools.version = "2.9-beta1-ubuntu-arm64".into();
+        config.proxy.http = "http://u'x\"y$z w@proxy:3128".into();
+        config.proxy.no_proxy = "localhost, 10.0.0.0/8".into();
+        config.agent_environment.insert("_LANG2".into(), "no".into());
+        config.network_interfaces.push(InterfaceInfo {
+            name: "eth0".into(),
+            mac: Some("00:16:3e:aa:bb:01".into()),
+            address: "10.0.3.5/24".into(),
+            gateway: Some("10.0.3.1".into()),
+            dns_servers: vec!["10.0.3.1".into(), "fd00::53".into()],
+            mtu: Some(9000),
+        });
+        assert_eq!(problems(&config), vec![]);
+    }
+
+    #[test]
+    fn machine_id_checked() {
+        assert_rejected(|c| c.machine_id = "1/lxc".into(), "machine-id", "number followed by");
+    }
+
+    #[test]
+    fn nonce_must_not_be_empty() {
+        assert_rejected(|c| c.machine_nonce.clear(), "machine-nonce", "must not be empty");
+    }
+
+    #[test]
+    fn series_must_be_plausible() {
+        for series in ["", "Bookworm", "book worm", "bookworm/", "22.04", "1noble", "../x"] {
+            assert_rejected(|c| c.series = series.into(), "series", "lowercase series name");
+        }
+        assert_rejected(|c| c.series = "a".repeat(33), "series", "at most 32");
+        for series in ["noble", "bookworm", "centos7", "a"] {
+            let mut config = machine();
+            config.series = series.into();
+            assert_eq!(problems(&config), vec![], "{series}");
+        }
+    }
+
+    #[test]
+    fn directories_must_be_absolute() {
+        assert_rejected(|c| c.data_dir = "var/lib/juju".into(), "data-dir", "absolute");
+        assert_rejected(|c| c.log_dir = "".into(), "log-dir", "absolute");
+        assert_rejected(|c| c.data_dir = "/var/lib/../juju".into(), "data-dir", "'..'");
+        assert_rejected(|c| c.data_dir = "/".into(), "data-dir", "root directory");
+        assert_rejected(|c| c.cloud_init_output_log = "out.log".into(), "cloud-init-output-log", "absolute");
+    }
+
+    #[test]
+    fn jobs_must_not_be_empty() {
+        assert_rejected(|c| c.jobs.clear(), "jobs", "at least one job");
+    }
+
+    #[test]
+    fn tools_version_checked() {
+        for version in ["", "3.5.1", "3.5.1-ubuntu", "v3.5.1-ubuntu-amd64", "3.5.1-ubuntu-amd64/x", "3.5.1-ubu ntu-amd64", "3.5.1--amd64"] {
+            assert_rejected(|c| c.tools.version = version.into(), "tools.version", "<version>-<os>-<arch>");
+        }
+        assert_eq!(tools_version_number("3.5.1-ubuntu-amd64"), Some("3.5.1"));
+        assert_eq!(tools_version_number("2.9-beta1-ubuntu-amd64"), Some("2.9-beta1"));
+    }
+
+    #[test]
+    fn tools_url_must_be_http() {
+        for url in ["", "ftp://x/tools", "file:///tmp/tools", "https://", "http:///tools", "-https://x", "tools.tgz"] {
+            assert_rejected(|c| c.tools.url = url.into(), "tools.url", "");
+        }
+        assert_rejected(|c| c.tools.url = "ftp://x/t".into(), "tools.url", "http:// or https://");
+        assert_rejected(|c| c.tools.url = "https://x/a b".into(), "tools.url", "percent-encode");
+        assert_rejected(|c| c.tools.url = "https://x/a\tb".into(), "tools.url", "percent-encode");
+    }
+
+    #[test]
+    fn tools_sha256_must_be_64_hex() {
+        for sha in ["", "abc", &"a".repeat(63), &"a".repeat(65), &"g".repeat(64), &format!("{} ", "a".repeat(63))] {
+            assert_rejected(|c| c.tools.sha256 = sha.into(), "tools.sha256", "64 hexadecimal digits");
+        }
+        let mut config = machine();
+        config.tools.sha256 = "ABCDEF0123456789".repeat(4);
+        assert_eq!(problems(&config), vec![]);
+    }
+
+    #[test]
+    fn tools_size_must_be_positive() {
+        assert_rejected(|c| c.tools.size = 0, "tools.size", "greater than 0");
+    }
+
+    #[test]
+    fn api_addresses_checked() {
+        assert_rejected(|c| c.api_info.addrs.clear(), "api-info.addrs", "at least one");
+        for address in ["10.0.0.1", "10.0.0.1:", "10.0.0.1:0", "10.0.0.1:65536", "10.0.0.1:+80", ":17070", "fd00::1:17070", "[fd00::1:17070", "[zz::1]:17070", "a b:17070", "host-:17070", "a..b:1"] {
+            assert_rejected(|c| c.api_info.addrs = vec![address.into()], "api-info.addrs[0]", "host:port");
+        }
+    }
+
+    #[test]
+    fn ca_cert_must_be_pem() {
+        assert_rejected(|c| c.api_info.ca_cert = "not a cert".into(), "api-info.ca-cert", "PEM certificate");
+        assert_rejected(|c| c.api_info.ca_cert.clear(), "api-info.ca-cert", "PEM certificate");
+    }
+
+    #[test]
+    fn tag_must_match_machine() {
+        assert_rejected(|c| c.api_info.tag = "machine-2".into(), "api-info.tag", "\"machine-1-lxc-0\"");
+    }
+
+    #[test]
+    fn password_must_not_be_empty() {
+        assert_rejected(|c| c.api_info.password.clear(), "api-info.password", "must not be empty");
+    }
+
+    #[test]
+    fn model_tag_checked() {
+        assert_rejected(|c| c.api_info.model_tag = Some("0b4e7a3c".into()), "api-info.model-tag", "model-<uuid>");
+        assert_rejected(|c| c.api_info.model_tag = Some("model-".into()), "api-info.model-tag", "model-<uuid>");
+    }
+
+    #[test]
+    fn state_info_checked_like_api_info() {
+        let mut config = machine();
+        let mut state = config.api_info.clone();
+        state.tag = "machine-9".into();
+        state.password.clear();
+        state.addrs = vec!["nope".into()];
+        config.state_info = Some(state);
+        let fields: Vec<String> = problems(&config).into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["state-info.addrs[0]", "state-info.tag", "state-info.password"]);
+    }
+
+    #[test]
+    fn authorized_key_must_be_one_line() {
+        assert_rejected(
+            |c| c.authorized_keys.push("ssh-ed25519 AAAA a\nssh-rsa BBBB evil".into()),
+            "authorized-keys[1]",
+            "single line",
+        );
+        assert_rejected(|c| c.authorized_keys.push("ssh-ed25519 AAAA a\r".into()), "authorized-keys[1]", "single line");
+        assert_rejected(|c| c.authorized_keys.push("  ".into()), "authorized-keys[1]", "not empty");
+    }
+
+    #[test]
+    fn proxy_values_checked() {
+        assert_rejected(|c| c.proxy.http = "http://proxy\u{1b}:3128".into(), "proxy.http", "control character");
+        assert_rejected(|c| c.proxy.https = "--config=/etc/passwd".into(), "proxy.https", "not start with '-'");
+        assert_rejected(|c| c.apt_proxy.http = "http://a\"b:3128".into(), "apt-proxy.http", "%22");
+        assert_rejected(|c| c.apt_proxy.ftp = "ftp://x\u{7f}".into(), "apt-proxy.ftp", "control character");
+        // The agent proxy is only ever shell-quoted or systemd-quoted, so a
+        // double quote is fine there.
+        let mut config = machine();
+        config.proxy.http = "http://a\"b:3128".into();
+        assert_eq!(problems(&config), vec![]);
+    }
+
+    #[test]
+    fn environment_names_checked() {
+        for name in ["", "1A", "A-B", "A B", "A=B", "Ä", "$A"] {
+            assert_rejected(
+                |c| {
+                    c.agent_environment.insert(name.into(), "x".into());
+                },
+                "agent-environment",
+                "environment variable name",
+            );
+        }
+    }
+
+    #[test]
+    fn interfaces_checked() {
+        let interface = InterfaceInfo {
+            name: "eth0".into(),
+            mac: None,
+            address: "10.0.3.5/24".into(),
+            gateway: None,
+            dns_servers: vec![],
+            mtu: None,
+        };
+        let cases: [(fn(&mut InterfaceInfo), &str, &str); 6] = [
+            (|i| i.name = "eth 0".into(), "network-interfaces[0].name", "only printable"),
+            (|i| i.mac = Some("ff:ff:ff:ff:ff:ff".into()), "network-interfaces[0].mac", "multicast"),
+            (|i| i.address = "10.0.3.5".into(), "network-interfaces[0].address", "prefix length"),
+            (|i| i.address = "10.0.3.5/33".into(), "network-interfaces[0].address", "prefix length"),
+            (|i| i.gateway = Some("gw".into()), "network-interfaces[0].gateway", "IP address"),
+            (|i| i.mtu = Some(10), "network-interfaces[0].mtu", "between 68"),
+        ];
+        for (change, field, rule) in cases {
+            let mut broken = interface.clone();
+            change(&mut broken);
+            assert_rejected(|c| c.network_interfaces.push(broken), field, rule);
+        }
+    }
+
+    #[test]
+    fn nul_rejected_in_any_string() {
+        assert_rejected(|c| c.machine_nonce = "a\0b".into(), "machine-nonce", "NUL");
+        assert_rejected(|c| c.api_info.ca_cert = CA_CERT.replacen("MII", "M\0II", 1), "api-info.ca-cert", "NUL");
+        assert_rejected(|c| c.api_info.password = "pa\0ss".into(), "api-info.password", "NUL");
+        assert_rejected(
+            |c| {
+                c.agent_environment.insert("A".into(), "x\0".into());
+            },
+            "agent-environment.A",
+            "NUL",
+        );
+        assert_rejected(|c| c.constraints.arch = Some("amd\064".into()), "constraints.arch", "NUL");
+    }
+
+    #[test]
+    fn line_break_rejected_outside_ca_cert() {
+        for line_break in ["\n", "\r", "\u{85}", "\u{2028}", "\u{2029}"] {
+            assert_rejected(|c| c.api_info.password = format!("a{line_break}b"), "api-info.password", "single line");
+            assert_rejected(
+                |c| {
+                    c.agent_environment.insert("A".into(), format!("x{line_break}y"));
+                },
+                "agent-environment.A",
+                "single line",
+            );
+            assert_rejected(|c| c.proxy.http = format!("http://p{line_break}:1"), "proxy.http", "single line");
+            assert_rejected(|c| c.constraints.arch = Some(format!("a{line_break}")), "constraints.arch", "single line");
+        }
+        // A PEM certificate is made of lines.
+        let mut config = machine();
+        config.api_info.ca_cert = CA_CERT.replace('\n', "\r\n");
+        assert_eq!(problems(&config), vec![]);
+    }
+
+    #[test]
+    fn every_problem_reported_at_once() {
+        let mut config = machine();
+        config.machine_nonce.clear();
+        config.tools.sha256 = "x".into();
+        config.tools.size = 0;
+        config.api_info.password = "a\nb".into();
+        let fields: Vec<String> = problems(&config).into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["api-info.password", "machine-nonce", "tools.sha256", "tools.size"]);
+        let error = config.validate().unwrap_err();
+        assert!(error.is_invalid_input());
+        let message = error.to_string();
+        assert!(message.starts_with("4 invalid values:"), "{message}");
+        assert!(message.contains("invalid tools.sha256 \"x\": must be a SHA-256 digest"), "{message}");
+    }
+
+    #[test]
+    fn single_problem_is_plain_invalid() {
+        let mut config = machine();
+        config.tools.size = 0;
+        match config.validate().unwrap_err() {
+            crate::Error::Invalid(problem) => assert_eq!(problem.field, "tools.size"),
+            other => panic!("expected Error::Invalid, got {other:?}"),
+        }
+    }
+}

@@ -79,3 +79,26 @@ pub fn pyyaml_load(yaml: &[u8]) -> serde_json::Value {
     assert!(output.status.success(), "PyYAML rejected the document: {stderr}\n{}", String::from_utf8_lossy(yaml));
     serde_json::from_slice(&output.stdout).expect("python3 printed JSON")
 }
+
+/// Returns the `write_files` entry of `document` (user data read by
+/// PyYAML) whose path is `path`.
+pub fn written_file<'a>(document: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
+    let files = document["write_files"].as_array().expect("write_files is a list");
+    files
+        .iter()
+        .find(|file| file["path"] == path)
+        .unwrap_or_else(|| panic!("no write_files entry for {path}; entries: {files:#?}"))
+}
+
+/// Returns the content of the `write_files` entry for `path`.
+pub fn written_content(document: &serde_json::Value, path: &str) -> String {
+    written_file(document, path)["content"].as_str().expect("content is a string").to_owned()
+}
+
+/// Renders the user data of `machine` with `hostname` and reads it back
+/// with PyYAML, after checking the `#cloud-config` first line.
+pub fn render_and_load(machine: &MachineConfig, hostname: &str) -> serde_json::Value {
+    let data = berth_core::render_user_data_for_host(machine, hostname).expect("render user data");
+    assert!(data.starts_with(b"#cloud-config\n"), "first line is not #cloud-config");
+    pyyaml_load(&data)
+}
