@@ -61,10 +61,11 @@ impl ManagerConfig {
     }
 
     /// Logs one warning per key still present, in sorted order, naming
-    /// `owner` (such as `lxc manager`) as the one that ignored it.
+    /// `owner` (such as `lxc manager`) as the one that ignored it. Values
+    /// are not logged, because a misspelt key may hold a secret.
     pub fn warn_about_unused(&self, owner: &str) {
-        for (key, value) in &self.values {
-            tracing::warn!(owner, key = key.as_str(), value = value.as_str(), "unused manager config key {key:?}");
+        for key in self.values.keys() {
+            tracing::warn!(owner, key = key.as_str(), "unused manager config key {key:?}");
         }
     }
 

@@ -8,6 +8,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
@@ -129,7 +130,11 @@ fn create_root(root: &Path) -> Result<()> {
 /// one, never a part.
 pub fn write_cloud_init_file(dir: &Path, data: &[u8]) -> Result<PathBuf> {
     let target = dir.join(CLOUD_INIT_FILE);
-    let temp = dir.join(format!(".{CLOUD_INIT_FILE}.{}.tmp", std::process::id()));
+    // The counter keeps concurrent writes into one directory from the same
+    // process apart; the process id keeps processes apart.
+    static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
+    let serial = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
+    let temp = dir.join(format!(".{CLOUD_INIT_FILE}.{}.{serial}.tmp", std::process::id()));
     let write = || -> io::Result<()> {
         let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&temp)?;
         file.write_all(data)?;

@@ -569,7 +569,8 @@ mod tests {
             dns_servers: vec![],
             mtu: None,
         };
-        let cases: [(fn(&mut InterfaceInfo), &str, &str); 6] = [
+        type Change = fn(&mut InterfaceInfo);
+        let cases: [(Change, &str, &str); 6] = [
             (|i| i.name = "eth 0".into(), "network-interfaces[0].name", "only printable"),
             (|i| i.mac = Some("ff:ff:ff:ff:ff:ff".into()), "network-interfaces[0].mac", "multicast"),
             (|i| i.address = "10.0.3.5".into(), "network-interfaces[0].address", "prefix length"),
@@ -596,7 +597,7 @@ mod tests {
             "agent-environment.A",
             "NUL",
         );
-        assert_rejected(|c| c.constraints.arch = Some("amd\064".into()), "constraints.arch", "NUL");
+        assert_rejected(|c| c.constraints.arch = Some("amd\x0064".into()), "constraints.arch", "NUL");
     }
 
     #[test]
