@@ -88,7 +88,9 @@ impl Problems {
     fn check_strings(&mut self, config: &MachineConfig) {
         match serde_json::to_value(config) {
             Ok(value) => self.check_value(String::new(), &value),
-            Err(error) => self.reject("machine config", "", format!("cannot be serialized: {error}; paths must be valid UTF-8")),
+            Err(error) => {
+                self.reject("machine config", "", format!("cannot be serialized: {error}; paths must be valid UTF-8"))
+            }
         }
     }
 
@@ -205,7 +207,8 @@ impl Problems {
     }
 
     fn proxy(&mut self, field: &str, proxy: &ProxySettings, apt: bool) {
-        let values = [("http", &proxy.http), ("https", &proxy.https), ("ftp", &proxy.ftp), ("no-proxy", &proxy.no_proxy)];
+        let values =
+            [("http", &proxy.http), ("https", &proxy.https), ("ftp", &proxy.ftp), ("no-proxy", &proxy.no_proxy)];
         for (name, value) in values {
             let field = format!("{field}.{name}");
             if let Some(bad) = value.chars().find(|c| c.is_control() && !LINE_BREAKS.contains(c) && *c != '\0') {
@@ -448,7 +451,15 @@ mod tests {
 
     #[test]
     fn tools_version_checked() {
-        for version in ["", "3.5.1", "3.5.1-ubuntu", "v3.5.1-ubuntu-amd64", "3.5.1-ubuntu-amd64/x", "3.5.1-ubu ntu-amd64", "3.5.1--amd64"] {
+        for version in [
+            "",
+            "3.5.1",
+            "3.5.1-ubuntu",
+            "v3.5.1-ubuntu-amd64",
+            "3.5.1-ubuntu-amd64/x",
+            "3.5.1-ubu ntu-amd64",
+            "3.5.1--amd64",
+        ] {
             assert_rejected(|c| c.tools.version = version.into(), "tools.version", "<version>-<os>-<arch>");
         }
         assert_eq!(tools_version_number("3.5.1-ubuntu-amd64"), Some("3.5.1"));
@@ -483,7 +494,20 @@ mod tests {
     #[test]
     fn api_addresses_checked() {
         assert_rejected(|c| c.api_info.addrs.clear(), "api-info.addrs", "at least one");
-        for address in ["10.0.0.1", "10.0.0.1:", "10.0.0.1:0", "10.0.0.1:65536", "10.0.0.1:+80", ":17070", "fd00::1:17070", "[fd00::1:17070", "[zz::1]:17070", "a b:17070", "host-:17070", "a..b:1"] {
+        for address in [
+            "10.0.0.1",
+            "10.0.0.1:",
+            "10.0.0.1:0",
+            "10.0.0.1:65536",
+            "10.0.0.1:+80",
+            ":17070",
+            "fd00::1:17070",
+            "[fd00::1:17070",
+            "[zz::1]:17070",
+            "a b:17070",
+            "host-:17070",
+            "a..b:1",
+        ] {
             assert_rejected(|c| c.api_info.addrs = vec![address.into()], "api-info.addrs[0]", "host:port");
         }
     }

@@ -24,19 +24,20 @@ pub fn shell_quote(value: &str) -> String {
     quoted
 }
 
-/// Quotes `value` as one argument of a systemd `ExecStart=` line: in double
-/// quotes, with `\` and `"` escaped by a backslash, `$` written as `$$` (so
-/// systemd does not substitute an environment variable) and `%` as `%%` (so
-/// it does not expand a specifier).
+/// Quotes `value` as one argument of a systemd `ExecStart=` line, in double
+/// quotes with `\` and `"` escaped by a backslash. `$` is written as `$$`,
+/// so systemd does not substitute a variable, and `%` as `%%`, so it does
+/// not expand a specifier.
 pub fn systemd_quote_argument(value: &str) -> String {
     systemd_quote(value, true)
 }
 
-/// Writes the value of a systemd `Environment=` setting that sets `name` to
-/// `value`: `"name=value"` in double quotes, with `\` and `"` escaped and
-/// `%` written as `%%`. systemd does not expand `$` in `Environment=`, so it
-/// is left as it is. `name` must be a valid variable name (validation
-/// checks the agent environment's names).
+/// Quotes the assignment of `value` to `name` as the value of a systemd
+/// `Environment=` setting: `"name=value"` in double quotes, with `\` and
+/// `"` escaped and `%` written as `%%`. systemd does not expand `$` in
+/// `Environment=` (systemd.exec(5)), so it is left as it is. `name` must be
+/// a valid variable name, which validation checks for the agent
+/// environment.
 pub fn systemd_environment(name: &str, value: &str) -> String {
     systemd_quote(&format!("{name}={value}"), false)
 }
@@ -94,11 +95,8 @@ mod tests {
 
     /// Runs `sh -c 'printf %s <quoted>'` and returns what the shell printed.
     fn shell_echo(quoted: &str) -> Vec<u8> {
-        let output = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(format!("printf %s {quoted}"))
-            .output()
-            .expect("run /bin/sh");
+        let output =
+            Command::new("/bin/sh").arg("-c").arg(format!("printf %s {quoted}")).output().expect("run /bin/sh");
         assert!(output.status.success(), "sh failed on {quoted}: {}", String::from_utf8_lossy(&output.stderr));
         output.stdout
     }

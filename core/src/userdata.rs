@@ -51,7 +51,7 @@ pub const AGENT_CONF_HEADER: &str = "# format 2.0\n";
 pub const LOCALE: &str = "C.UTF-8";
 /// File in the machine that exports the agent proxies to login shells.
 pub const PROXY_PROFILE_PATH: &str = "/etc/profile.d/juju-proxy.sh";
-/// apt configuration file in the machine that holds the apt proxies.
+/// apt configuration file in the machine that contains the apt proxies.
 pub const APT_PROXY_PATH: &str = "/etc/apt/apt.conf.d/95-juju-proxy";
 /// Packages installed unless package commands are disabled: the install
 /// script needs curl, and curl needs the CA bundle for https.
@@ -217,7 +217,11 @@ impl<'a> CloudConfig<'a> {
             render_agent_conf(machine)?,
             "0600",
         ));
-        write_files.push(WriteFile::new(path_text("data-dir", &agent_unit_path(machine)?)?, agent_unit(machine)?, "0644"));
+        write_files.push(WriteFile::new(
+            path_text("data-dir", &agent_unit_path(machine)?)?,
+            agent_unit(machine)?,
+            "0644",
+        ));
         let script_path = path_text("data-dir", &install_script_path(machine)?)?;
         write_files.push(WriteFile::new(script_path.clone(), install_script(machine)?, "0700"));
 
@@ -287,8 +291,8 @@ impl<'a> AgentConf<'a> {
     }
 }
 
-/// The proxy variables of `proxy` that are set, in lower and upper case,
-/// as programs read either spelling.
+/// Returns the proxy variables of `proxy` that are set, in lower and upper
+/// case, because programs read either spelling.
 fn proxy_variables(proxy: &ProxySettings) -> Vec<(&'static str, &str)> {
     let settings = [
         ("http_proxy", "HTTP_PROXY", &proxy.http),
@@ -306,7 +310,7 @@ fn proxy_variables(proxy: &ProxySettings) -> Vec<(&'static str, &str)> {
     variables
 }
 
-/// Shell lines that export the proxy variables, each value quoted.
+/// Renders shell lines that export the proxy variables, each value quoted.
 fn proxy_exports(proxy: &ProxySettings) -> String {
     let mut lines = String::new();
     for (name, value) in proxy_variables(proxy) {
@@ -320,9 +324,9 @@ fn proxy_profile(proxy: &ProxySettings) -> Option<String> {
     (!exports.is_empty()).then(|| format!("# Proxies of the machine agent, for login shells.\n{exports}"))
 }
 
-/// The apt configuration for `proxy`, or `None` when no apt proxy is set.
-/// Validation rejects `"` in apt proxy values, because apt.conf strings
-/// have no escape for it; every other character is literal there.
+/// Renders the apt configuration for `proxy`, or `None` when no apt proxy
+/// is set. Validation rejects `"` in apt proxy values, because apt.conf
+/// strings have no escape for it. Every other character is literal there.
 fn apt_proxy_conf(proxy: &ProxySettings) -> Option<String> {
     // NOTE: apt has no setting that takes a no_proxy list, so
     // `apt-proxy.no-proxy` is not written; apt reaches every host through
@@ -336,7 +340,7 @@ fn apt_proxy_conf(proxy: &ProxySettings) -> Option<String> {
     (!conf.is_empty()).then_some(conf)
 }
 
-/// The systemd unit of the machine agent.
+/// Renders the systemd unit of the machine agent.
 fn agent_unit(machine: &MachineConfig) -> Result<String> {
     let tag = machine.tag()?;
     let binary = path_text("data-dir", &agent_binary_path(machine)?)?;
@@ -366,10 +370,10 @@ fn agent_unit(machine: &MachineConfig) -> Result<String> {
     Ok(unit)
 }
 
-/// The script that downloads, checks and unpacks the agent tools and
-/// starts the agent. User values appear only in the assignments at the
-/// top, each through [`shell_quote`]; the rest of the script refers to them
-/// as quoted variables.
+/// Renders the script that downloads, checks and unpacks the agent tools
+/// and starts the agent. User values appear only in the assignments at the
+/// top, each through [`shell_quote`]. The rest of the script refers to
+/// them as quoted variables.
 fn install_script(machine: &MachineConfig) -> Result<String> {
     let tag = machine.tag()?;
     let tools_root = path_text("data-dir", &machine.data_dir.join("tools"))?;

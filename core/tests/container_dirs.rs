@@ -93,10 +93,8 @@ fn racing_removals_lose_nothing() {
     targets.dedup();
     assert_eq!(targets.len(), THREADS, "two removals got the same target");
 
-    let mut owners: Vec<usize> = targets
-        .iter()
-        .map(|target| std::fs::read_to_string(target.join("owner")).unwrap().parse().unwrap())
-        .collect();
+    let mut owners: Vec<usize> =
+        targets.iter().map(|target| std::fs::read_to_string(target.join("owner")).unwrap().parse().unwrap()).collect();
     owners.sort();
     assert_eq!(owners, (0..THREADS).collect::<Vec<_>>(), "a directory was lost or overwritten");
     assert_eq!(std::fs::read_dir(&removed).unwrap().count(), THREADS);
@@ -130,7 +128,9 @@ fn symlinked_directory_moved_as_link() {
 fn hostile_names_rejected() {
     let base = tempfile::tempdir().unwrap();
     let dirs = ContainerDirs::under(base.path());
-    for name in ["", ".", "..", "../escape", "a/b", "/etc", "Best_#1", "SWEET!", "almost_lions?", "x\n", "x\0", "-x", "x-"] {
+    for name in
+        ["", ".", "..", "../escape", "a/b", "/etc", "Best_#1", "SWEET!", "almost_lions?", "x\n", "x\0", "-x", "x-"]
+    {
         let error = dirs.new_directory(name).unwrap_err();
         assert!(error.is_invalid_input(), "{name:?}: {error}");
         assert!(error.to_string().contains("container name"), "{name:?}: {error}");

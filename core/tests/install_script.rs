@@ -43,7 +43,8 @@ fn serve(path: &'static str, body: Vec<u8>) -> String {
     format!("http://{address}")
 }
 
-/// A gzip tarball holding an executable `jujud`, and its SHA-256.
+/// Builds a gzip tarball that contains an executable `jujud` and returns it
+/// with its SHA-256.
 fn tools_tarball(dir: &Path) -> (Vec<u8>, String) {
     let source = dir.join("tools-source");
     std::fs::create_dir(&source).unwrap();
@@ -137,7 +138,8 @@ fn matching_tools_installed_and_started() {
     assert_eq!(agent, "#!/bin/sh\necho jujud\n");
 
     let calls = std::fs::read_to_string(&log).unwrap();
-    let expected = format!("daemon-reload|{HOSTILE_PROXY}\nenable --now jujud-machine-1-lxc-0.service|{HOSTILE_PROXY}\n");
+    let expected =
+        format!("daemon-reload|{HOSTILE_PROXY}\nenable --now jujud-machine-1-lxc-0.service|{HOSTILE_PROXY}\n");
     assert_eq!(calls, expected);
     assert!(!setup.dir.path().join("$x").exists());
 }

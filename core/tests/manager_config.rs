@@ -38,7 +38,9 @@ fn capture_logs(work: impl FnOnce()) -> Vec<String> {
 #[test]
 fn one_warning_per_unused_key_sorted() {
     let mut config: ManagerConfig =
-        [("zeta", "1"), ("name", "juju"), ("alpha", "2"), ("log-dir", "/x"), ("mid", "secret-value")].into_iter().collect();
+        [("zeta", "1"), ("name", "juju"), ("alpha", "2"), ("log-dir", "/x"), ("mid", "secret-value")]
+            .into_iter()
+            .collect();
     assert_eq!(config.pop_value("name").as_deref(), Some("juju"));
     assert_eq!(config.pop_or("log-dir", "/var/log/juju"), "/x");
 
