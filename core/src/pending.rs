@@ -195,14 +195,14 @@ fn remove_dead_temp(path: &Path) {
         Ok(Some(_lock)) => {
             let _ = fs::remove_file(&lock_path);
             if let Err(error) = fs::remove_dir(path) {
-                tracing::warn!(path = %path.display(), %error, "cannot remove temporary container directory");
+                tracing::warn!(path = %path.display(), %error, "failed to remove temporary container directory");
             }
         }
         Ok(None) => {}
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
             let _ = fs::remove_dir(path);
         }
-        Err(error) => tracing::warn!(path = %path.display(), %error, "cannot lock temporary container directory"),
+        Err(error) => tracing::warn!(path = %path.display(), %error, "failed to lock temporary container directory"),
     }
 }
 
