@@ -1,0 +1,115 @@
+//! Destroying a container: stop, destroy, move the directory aside.
+//!
+//! Destroy is idempotent. A container that does not exist is a success, a
+//! container whose root file system is already gone is still removed, and
+//! the per-container directory is moved with a rename that never follows a
+//! symlink.
+
+use std::fs;
+use std::path::Path;
+use std::time::Instant;
+
+use berth_core::progress::Step;
+use berth_core::error::BoxError;
+use berth_core::{Error, InstanceId, InvalidValue, Result};
+
+use crate::container::{Container, ContainerState};
+use crate::create::{create_dirs, remove_own_directory, wait_for_state};
+use crate::manager::LxcManager;
+
+pub(crate) fn destroy(manager: &LxcManager, id: &InstanceId) -> Result<()> {
+    let settings = &manager.settings;
+    let name = id.as_str();
+    let prefix = format!("{}-", settings.name);
+    if !name.starts_with(&prefix) {
+        return Err(InvalidValue::new(
+            "container name",
+            name,
+            format!("does not belong to manager {:?}: its containers are named {prefix}...", settings.name),
+        )
+        .into());
+    }
+    let started = Instant::now();
+    let step = |step: Step| move |source: BoxError| Error::step(name, step, source);
+
+    let container = Container::new(name, &settings.lxc_path).map_err(|error| Error::step(name, Step::Destroy, error))?;
+    if container.is_defined().map_err(|error| Error::step(name, Step::Destroy, error))? {
+        stop(manager, &container).map_err(step(Step::Stop))?;
+        destroy_defined(&container, &settings.lxc_path).map_err(step(Step::Destroy))?;
+    } else {
+        // A directory without a configuration is what a crash in the middle
+        // of liblxc's clone or destroy leaves.
+        let leftover = settings.lxc_path.join(name);
+        remove_own_directory(&leftover)
+            .map_err(|error| Error::step(name, Step::Destroy, Error::io("remove leftover container directory", leftover, error)))?;
+    }
+    drop(container);
+
+    let moved = settings.dirs.remove_directory(name)?;
+    tracing::info!(
+        container = name,
+        moved_to = ?moved,
+        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+        "container destroyed"
+    );
+    Ok(())
+}
+
+/// Asks the container to shut down, waits up to the shutdown timeout, then
+/// kills it if it still runs.
+fn stop(manager: &LxcManager, container: &Container) -> std::result::Result<(), BoxError> {
+    if container.state()? == ContainerState::Stopped {
+        return Ok(());
+    }
+    let timeout = manager.settings.shutdown_timeout;
+    if !timeout.is_zero() {
+        match container.request_shutdown() {
+            Ok(()) => {
+                if wait_for_state(container, ContainerState::Stopped, timeout).is_ok() {
+                    tracing::debug!(container = container.name(), "container shut down cleanly");
+                    return Ok(());
+                }
+                tracing::debug!(container = container.name(), "clean shutdown timed out, killing");
+            }
+            Err(error) => tracing::debug!(container = container.name(), %error, "shutdown request failed, killing"),
+        }
+    }
+    if container.state()? != ContainerState::Stopped {
+        container.stop()?;
+    }
+    Ok(())
+}
+
+/// Destroys a defined, stopped container. When liblxc fails because the
+/// container's own layer of its root file system is gone, that directory is
+/// made again, empty, so liblxc can finish the destroy and its bookkeeping
+/// of the template's clones.
+fn destroy_defined(container: &Container, lxc_path: &Path) -> std::result::Result<(), BoxError> {
+    let first = match container.destroy() {
+        Ok(()) => return Ok(()),
+        Err(error) => error,
+    };
+    let own = lxc_path.join(container.name());
+    let Ok(layer) = crate::seed::writable_rootfs(container, lxc_path) else {
+        return Err(first.into());
+    };
+    let mut repaired = Vec::new();
+    let mut candidates = vec![layer.clone(), own.join("rootfs")];
+    if let Some(parent) = layer.parent()
+        && parent != own
+    {
+        candidates.push(parent.join("work"));
+    }
+    for path in candidates {
+        if fs::symlink_metadata(&path).is_err() && path.starts_with(&own) {
+            create_dirs(&path).map_err(|error| Error::io("recreate missing root file system layer", path.clone(), error))?;
+            repaired.push(path);
+        }
+    }
+    if repaired.is_empty() {
+        return Err(first.into());
+    }
+    tracing::warn!(container = container.name(), ?repaired, "root file system was missing; recreated it empty to destroy the container");
+    container.destroy()?;
+    Ok(())
+}
