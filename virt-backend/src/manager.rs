@@ -603,3 +603,7 @@ fn addresses(domain: &DomainHandle) -> Vec<std::net::IpAddr> {
     }
     Vec::new()
 }
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod tests;
