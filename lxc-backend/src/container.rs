@@ -27,7 +27,7 @@
 
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -601,4 +601,25 @@ pub fn config_item_is_supported(key: &str) -> bool {
     let _guard = lock();
     // SAFETY: the key is a valid C string for the call.
     unsafe { sys::lxc_config_item_is_supported(c_key.as_ptr()) }
+}
+
+/// Returns the file liblxc locks to serialise operations on container
+/// `name` of `lxc_path` across processes: for root,
+/// `/run/lxc/lock/<lxc path>/.<name>` (liblxc's `lxclock_name`). liblxc
+/// creates it on first use and never deletes it.
+pub fn lock_file_path(lxc_path: &Path, name: &str) -> PathBuf {
+    let relative = lxc_path.strip_prefix("/").unwrap_or(lxc_path);
+    Path::new("/run/lxc/lock").join(relative).join(format!(".{name}"))
+}
+
+/// Deletes liblxc's lock file of container `name` once the container is
+/// gone, so that a destroyed container leaves nothing behind in `/run`.
+/// Only a regular file is removed.
+pub fn remove_lock_file(lxc_path: &Path, name: &str) {
+    let path = lock_file_path(lxc_path, name);
+    if std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.is_file())
+        && let Err(error) = std::fs::remove_file(&path)
+    {
+        tracing::warn!(container = name, path = %path.display(), %error, "could not remove liblxc lock file");
+    }
 }

@@ -242,6 +242,7 @@ fn remove_clone(name: &str, lxc_path: &Path) -> std::result::Result<(), String> 
         container.destroy().map_err(|error| format!("destroy clone: {error}"))?;
     }
     drop(container);
+    crate::container::remove_lock_file(lxc_path, name);
     let leftover = lxc_path.join(name);
     remove_own_directory(&leftover).map_err(|error| format!("remove {}: {error}", leftover.display()))
 }

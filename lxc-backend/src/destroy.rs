@@ -44,6 +44,7 @@ pub(crate) fn destroy(manager: &LxcManager, id: &InstanceId) -> Result<()> {
             .map_err(|error| Error::step(name, Step::Destroy, Error::io("remove leftover container directory", leftover, error)))?;
     }
     drop(container);
+    crate::container::remove_lock_file(&settings.lxc_path, name);
 
     let moved = settings.dirs.remove_directory(name)?;
     tracing::info!(

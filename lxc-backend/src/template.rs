@@ -116,6 +116,7 @@ pub fn ensure_template(lxc_path: &Path, image: &ResolvedImage, progress: &dyn Pr
     );
     let build_dir = lxc_path.join(&building);
     let result = build(lxc_path, &building, &template, image, progress);
+    crate::container::remove_lock_file(lxc_path, &building);
     if let Err(error) = result {
         if let Err(cleanup) = fs::remove_dir_all(&build_dir) {
             tracing::warn!(path = %build_dir.display(), error = %cleanup, "could not remove failed template build");

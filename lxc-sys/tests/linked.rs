@@ -36,4 +36,7 @@ fn container_struct_round_trip() {
     let freed = unsafe { sys::lxc_container_put(container) };
     assert_eq!(freed, 1, "the last reference frees the handle");
     std::fs::remove_dir_all(&dir).unwrap();
+    // liblxc made a lock directory for this lxc path under /run/lxc/lock.
+    let locks = std::path::Path::new("/run/lxc/lock").join(dir.strip_prefix("/").unwrap());
+    let _ = std::fs::remove_dir_all(locks);
 }
