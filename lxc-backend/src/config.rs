@@ -182,6 +182,13 @@ impl Settings {
         let containers = path_of(KEY_CONTAINERS_DIR, Some(DEFAULT_CONTAINERS_DIR.to_owned()));
         let removed = path_of(KEY_REMOVED_DIR, Some(DEFAULT_REMOVED_CONTAINERS_DIR.to_owned()));
         let cache = path_of(KEY_IMAGE_CACHE_DIR, None);
+        if let Some(path) = &lxc_path
+            && path.to_string_lossy().contains(':')
+        {
+            // liblxc separates the layers of an overlay root file system
+            // with ':' in lxc.rootfs.path.
+            note(Err(InvalidValue::new(KEY_LXC_PATH, path.display().to_string(), "must not contain ':'")));
+        }
 
         let image = match ImageSource::parse(&config.pop_or(KEY_IMAGE, IMAGE_BUSYBOX)) {
             Ok(image) => Some(image),

@@ -123,7 +123,14 @@ fn run(
         template::clone_template(&settings.lxc_path, &template_name, name, snapshot).map_err(step(Step::Clone))
     })?;
 
-    run_step(progress, name, Step::Configure, || configure(&container, &plan.items).map_err(step(Step::Configure)))?;
+    // Reopen the container after saving: the handle clone returned keeps
+    // the storage layer's in-memory form of lxc.rootfs.path, which a start
+    // of a full copy cannot use, while a fresh handle parses the file.
+    let container = run_step(progress, name, Step::Configure, || {
+        configure(&container, &plan.items).map_err(step(Step::Configure))?;
+        drop(container);
+        Container::new(name, &settings.lxc_path).map_err(|error| Error::step(name, Step::Configure, error))
+    })?;
 
     run_step(progress, name, Step::Seed, || {
         seed::write_seed(&container, &settings.lxc_path, &plan.user_data, &plan.meta_data, plan.network_config.as_deref())

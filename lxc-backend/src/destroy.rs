@@ -1,12 +1,12 @@
 //! Destroying a container: stop, destroy, move the directory aside.
 //!
 //! Destroy is idempotent. A container that does not exist is a success, a
-//! container whose root file system is already gone is still removed, and
+//! container whose root file system is already gone is still removed
+//! (liblxc 5.0's destroy skips missing overlay layers and directories), and
 //! the per-container directory is moved with a rename that never follows a
 //! symlink.
 
 use std::fs;
-use std::path::Path;
 use std::time::Instant;
 
 use berth_core::progress::Step;
@@ -14,7 +14,7 @@ use berth_core::error::BoxError;
 use berth_core::{Error, InstanceId, InvalidValue, Result};
 
 use crate::container::{Container, ContainerState};
-use crate::create::{create_dirs, remove_own_directory, wait_for_state};
+use crate::create::{remove_own_directory, wait_for_state};
 use crate::manager::LxcManager;
 
 pub(crate) fn destroy(manager: &LxcManager, id: &InstanceId) -> Result<()> {
@@ -32,10 +32,22 @@ pub(crate) fn destroy(manager: &LxcManager, id: &InstanceId) -> Result<()> {
     let started = Instant::now();
     let step = |step: Step| move |source: BoxError| Error::step(name, step, source);
 
+    // liblxc opens the container's log file, in the container directory,
+    // whenever it loads the configuration, and creates missing parent
+    // directories on the way. When that directory is not a real directory
+    // (a symlink to somewhere else), move it aside before liblxc can write
+    // through it; a directory liblxc makes in its place is moved aside at
+    // the end like any other.
+    let container_dir = settings.dirs.container_dir(name)?;
+    if fs::symlink_metadata(&container_dir).is_ok_and(|meta| !meta.is_dir()) {
+        let moved = settings.dirs.remove_directory(name)?;
+        tracing::warn!(container = name, moved_to = ?moved, "container directory is not a directory; moved it aside first");
+    }
+
     let container = Container::new(name, &settings.lxc_path).map_err(|error| Error::step(name, Step::Destroy, error))?;
     if container.is_defined().map_err(|error| Error::step(name, Step::Destroy, error))? {
         stop(manager, &container).map_err(step(Step::Stop))?;
-        destroy_defined(&container, &settings.lxc_path).map_err(step(Step::Destroy))?;
+        container.destroy().map_err(|error| Error::step(name, Step::Destroy, error))?;
     } else {
         // A directory without a configuration is what a crash in the middle
         // of liblxc's clone or destroy leaves.
@@ -78,39 +90,5 @@ fn stop(manager: &LxcManager, container: &Container) -> std::result::Result<(), 
     if container.state()? != ContainerState::Stopped {
         container.stop()?;
     }
-    Ok(())
-}
-
-/// Destroys a defined, stopped container. When liblxc fails because the
-/// container's own layer of its root file system is gone, that directory is
-/// made again, empty, so liblxc can finish the destroy and its bookkeeping
-/// of the template's clones.
-fn destroy_defined(container: &Container, lxc_path: &Path) -> std::result::Result<(), BoxError> {
-    let first = match container.destroy() {
-        Ok(()) => return Ok(()),
-        Err(error) => error,
-    };
-    let own = lxc_path.join(container.name());
-    let Ok(layer) = crate::seed::writable_rootfs(container, lxc_path) else {
-        return Err(first.into());
-    };
-    let mut repaired = Vec::new();
-    let mut candidates = vec![layer.clone(), own.join("rootfs")];
-    if let Some(parent) = layer.parent()
-        && parent != own
-    {
-        candidates.push(parent.join("work"));
-    }
-    for path in candidates {
-        if fs::symlink_metadata(&path).is_err() && path.starts_with(&own) {
-            create_dirs(&path).map_err(|error| Error::io("recreate missing root file system layer", path.clone(), error))?;
-            repaired.push(path);
-        }
-    }
-    if repaired.is_empty() {
-        return Err(first.into());
-    }
-    tracing::warn!(container = container.name(), ?repaired, "root file system was missing; recreated it empty to destroy the container");
-    container.destroy()?;
     Ok(())
 }

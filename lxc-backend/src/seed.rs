@@ -56,14 +56,16 @@ pub fn writable_rootfs(container: &Container, lxc_path: &Path) -> Result<PathBuf
     let spec = container
         .get_config_item("lxc.rootfs.path")?
         .ok_or_else(|| format!("container {} has no lxc.rootfs.path", container.name()))?;
-    let path = match spec.split_once(':') {
-        Some(("overlay" | "overlayfs", layers)) => {
-            layers.rsplit_once(':').map(|(_, upper)| upper).ok_or_else(|| format!("overlay root file system {spec:?} has no upper directory"))?
-        }
-        Some(("dir" | "btrfs", path)) => path,
-        None if spec.starts_with('/') => spec.as_str(),
-        _ => return Err(format!("root file system {spec:?} cannot be written without mounting it").into()),
-    };
+    // liblxc returns `overlay:LOWER:UPPER` from a handle whose clone set
+    // it, and `LOWER:UPPER` (type stripped) from one that loaded the file.
+    let bare = ["overlay:", "overlayfs:", "dir:", "btrfs:"]
+        .iter()
+        .find_map(|prefix| spec.strip_prefix(prefix))
+        .unwrap_or(&spec);
+    if !bare.starts_with('/') {
+        return Err(format!("root file system {spec:?} cannot be written without mounting it").into());
+    }
+    let path = bare.rsplit_once(':').map_or(bare, |(_, upper)| upper);
     let path = PathBuf::from(path);
     let own = lxc_path.join(container.name());
     if !path.starts_with(&own) || path.components().any(|part| part == std::path::Component::ParentDir) {
