@@ -16,6 +16,8 @@ use berth_virt::handle::{Connection, PoolHandle};
 use berth_virt::xml::domain::Domain;
 use berth_virt::xml::from_xml;
 
+pub mod real_host;
+
 /// Name of the storage pool the tests use.
 pub const TEST_POOL: &str = "berth-test";
 
