@@ -66,7 +66,9 @@ impl<R: Read> Read for CountingReader<'_, R> {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         let count = self.inner.read(buffer)?;
         self.done += count as u64;
-        if self.done - self.reported >= 1 << 20 || (count == 0 && self.done != self.reported) {
+        // The final report, with done equal to the total, is sent once the
+        // whole archive is unpacked, so it is not sent from here.
+        if self.done - self.reported >= 1 << 20 && Some(self.done) != self.total {
             self.reported = self.done;
             self.progress.report(&ProgressEvent::Bytes { what: self.what, done: self.done, total: self.total });
         }
@@ -76,7 +78,8 @@ impl<R: Read> Read for CountingReader<'_, R> {
 
 /// Unpacks tarball `archive` into the directory `rootfs`, keeping
 /// permissions, owners and extended attributes, and reporting the bytes of
-/// the archive read to `progress`. Compression is detected from the first
+/// the archive read to `progress`, ending with one report whose `done` is
+/// the archive's size once everything is unpacked. Compression is detected from the first
 /// bytes of the file. Entries that would land outside `rootfs` are skipped
 /// by the tar reader.
 pub fn unpack(archive: &Path, rootfs: &Path, progress: &dyn Progress) -> io::Result<()> {
@@ -100,7 +103,9 @@ pub fn unpack(archive: &Path, rootfs: &Path, progress: &dyn Progress) -> io::Res
     tar.set_unpack_xattrs(true);
     tar.set_preserve_mtime(true);
     tar.set_overwrite(true);
-    tar.unpack(rootfs)
+    tar.unpack(rootfs)?;
+    progress.report(&ProgressEvent::Bytes { what: &what, done: total, total: Some(total) });
+    Ok(())
 }
 
 #[cfg(test)]

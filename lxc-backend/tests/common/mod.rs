@@ -235,13 +235,16 @@ pub fn entries(directory: &Path) -> Vec<String> {
     names
 }
 
+/// One byte report: what is transferred, bytes so far, total.
+pub type ByteReport = (String, u64, Option<u64>);
+
 /// Records every progress report.
 #[derive(Default, Clone)]
 pub struct Recorder {
     /// Steps finished, in order.
     pub steps: Arc<Mutex<Vec<Step>>>,
     /// Byte reports as (what, done, total).
-    pub bytes: Arc<Mutex<Vec<(String, u64, Option<u64>)>>>,
+    pub bytes: Arc<Mutex<Vec<ByteReport>>>,
 }
 
 impl Progress for Recorder {
