@@ -124,12 +124,12 @@ impl TestEnv {
         for device in [self.bridge.clone(), format!("{}a", self.bridge), format!("{}b", self.bridge)] {
             let _ = bridge::delete_link(&device);
         }
-        let locks = berth_lxc::container::lock_file_path(&lxc_path, "x");
+        // liblxc's lock files of every lxc path under the base directory.
+        let locks = berth_lxc::container::lock_file_path(&self.base, "x");
         if let Some(directory) = locks.parent()
             && directory.exists()
         {
             std::fs::remove_dir_all(directory).unwrap_or_else(|error| panic!("remove {}: {error}", directory.display()));
-            let _ = directory.parent().map(std::fs::remove_dir);
         }
         if self.base.exists() {
             std::fs::remove_dir_all(&self.base).unwrap_or_else(|error| panic!("remove {}: {error}", self.base.display()));
