@@ -11,7 +11,7 @@
 use std::fs;
 use std::path::Path;
 
-/// Where a controller runs.
+/// Hierarchy a controller runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hierarchy {
     /// A cgroup v1 hierarchy.
@@ -20,7 +20,7 @@ pub enum Hierarchy {
     V2,
 }
 
-/// Where the memory, cpuset and cpu controllers run on this host.
+/// Hierarchies of the memory, cpuset and cpu controllers on this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CgroupLayout {
     /// The memory controller.

@@ -35,8 +35,8 @@ pub const KEY_IMAGE_CACHE_DIR: &str = "image-cache-dir";
 pub const KEY_IMAGE_OS: &str = "image-os";
 /// Variant of simplestreams products. Default [`DEFAULT_IMAGE_VARIANT`].
 pub const KEY_IMAGE_VARIANT: &str = "image-variant";
-/// How clones get their root file system: `overlay` (the default, an
-/// overlay snapshot of the template) or `copy` (a full copy).
+/// Backing store of clones: `overlay` (the default, an overlay snapshot of
+/// the template) or `copy` (a full copy).
 pub const KEY_BACKING_STORE: &str = "backing-store";
 /// Seconds a destroy waits for a clean shutdown before it kills the
 /// container. Default [`DEFAULT_SHUTDOWN_TIMEOUT`]; 0 kills at once.
@@ -64,7 +64,7 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Name of the image cache directory inside the lxc path.
 pub const IMAGE_CACHE_DIR_NAME: &str = ".berth-images";
 
-/// How a clone gets its root file system.
+/// Backing store of a clone's root file system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackingStore {
     /// An overlay snapshot of the template's root file system.
@@ -84,7 +84,7 @@ pub struct Settings {
     pub lxc_path: PathBuf,
     /// Per-container directories.
     pub dirs: ContainerDirs,
-    /// Where images come from.
+    /// Source of images.
     pub image: ImageSource,
     /// Directory of downloaded image files.
     pub image_cache_dir: PathBuf,
@@ -92,7 +92,7 @@ pub struct Settings {
     pub image_os: Option<String>,
     /// Variant of simplestreams products.
     pub image_variant: String,
-    /// How clones get their root file system.
+    /// Backing store of clones.
     pub backing_store: BackingStore,
     /// Time a destroy waits for a clean shutdown.
     pub shutdown_timeout: Duration,

@@ -7,11 +7,11 @@
 //! # Threads
 //!
 //! liblxc keeps per-process state that its functions do not guard for
-//! concurrent callers (the `current_config` used by its logging, the cached
-//! global configuration, the state of its own log), and several calls fork
-//! (`start`, `clone`, `get_ips`) and run liblxc code in the child. Running
-//! those calls one at a time removes every data race between them and
-//! guarantees that no other thread is inside liblxc while one of them forks.
+//! concurrent callers: the `current_config` used by its logging, the cached
+//! global configuration and the state of its own log. Several calls
+//! (`start`, `clone`, `get_ips`) fork and run liblxc code in the child.
+//! Running all calls one at a time removes every data race between them,
+//! and no other thread is inside liblxc while one of them forks.
 //! The lock is held only for the duration of a single call; waiting for a
 //! container to stop is done by polling its state between calls, so a slow
 //! shutdown never blocks other containers.
@@ -316,13 +316,13 @@ impl Container {
         let c_key = c_string(&self.name, "get_config_item", "config key", key)?;
         self.with(|c| {
             // SAFETY: live handle under the lock; a NULL buffer of length 0
-            // asks for the length only.
+            // requests the length only.
             let length = unsafe { lxc_call!(self, c, get_config_item, c_key.as_ptr(), std::ptr::null_mut(), 0) }?;
             if length <= 0 {
                 return Ok(None);
             }
             let mut buffer = vec![0u8; length as usize + 1];
-            // SAFETY: the buffer holds length + 1 bytes, as liblxc needs for
+            // SAFETY: the buffer has length + 1 bytes, as liblxc needs for
             // the value and its NUL.
             let written = unsafe {
                 lxc_call!(self, c, get_config_item, c_key.as_ptr(), buffer.as_mut_ptr().cast(), buffer.len() as c_int)
@@ -517,7 +517,7 @@ unsafe fn take_null_terminated(list: *mut *mut c_char) -> Vec<String> {
     values
 }
 
-/// Which containers [`list_containers`] returns.
+/// Selection of containers that [`list_containers`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListKind {
     /// Containers with a configuration in the lxc path.
@@ -539,8 +539,8 @@ pub fn list_containers(lxc_path: &Path, kind: ListKind) -> Result<Vec<String>, L
             ListKind::Active => sys::list_active_containers,
             ListKind::All => sys::list_all_containers,
         };
-        // SAFETY: the path is valid for the call; `names` receives a
-        // malloced array; a NULL handle array asks liblxc not to open the
+        // SAFETY: the path is valid for the call, and `names` receives a
+        // malloced array. A NULL handle array tells liblxc not to open the
         // containers.
         unsafe { function(c_path.as_ptr(), &mut names, std::ptr::null_mut()) }
     };
@@ -575,8 +575,8 @@ pub fn list_containers(lxc_path: &Path, kind: ListKind) -> Result<Vec<String>, L
 /// configuration), such as `/var/lib/lxc`.
 pub fn default_lxc_path() -> Option<String> {
     let _guard = lock();
-    // SAFETY: the key is a valid C string; the result is NULL or a string
-    // that liblxc caches for the life of the process and the caller must
+    // SAFETY: the key is a valid C string. The result is NULL or a string
+    // that liblxc caches for the life of the process, which the caller must
     // not free.
     let value = unsafe { sys::lxc_get_global_config_item(c"lxc.lxcpath".as_ptr()) };
     if value.is_null() {

@@ -2,10 +2,10 @@
 //! configure, seed, start, wait.
 //!
 //! Every input is checked and the whole liblxc configuration is computed
-//! before anything is made. Each step that makes something pushes its undo
-//! onto a stack first; when a later step fails, the stack runs in reverse,
-//! so the failed create leaves nothing of its own behind and touches
-//! nothing it did not make. A template built on the way stays: it belongs
+//! before anything is made. Each step that makes something first pushes
+//! its undo onto a stack. When a later step fails, the stack runs in
+//! reverse, so the failed create leaves nothing of its own behind and
+//! touches nothing it did not make. A template built on the way stays: it belongs
 //! to the image, not to the container.
 
 use std::fs;
@@ -167,7 +167,7 @@ impl std::fmt::Display for StartError {
         if self.log_errors.is_empty() {
             write!(f, "; see {}", self.log.display())
         } else {
-            write!(f, "; {} says: {}", self.log.display(), self.log_errors.join(" | "))
+            write!(f, "; errors in {}: {}", self.log.display(), self.log_errors.join(" | "))
         }
     }
 }

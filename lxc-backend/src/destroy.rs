@@ -1,10 +1,10 @@
 //! Destroying a container: stop, destroy, move the directory aside.
 //!
-//! Destroy is idempotent. A container that does not exist is a success, a
-//! container whose root file system is already gone is still removed
-//! (liblxc 5.0's destroy skips missing overlay layers and directories), and
-//! the per-container directory is moved with a rename that never follows a
-//! symlink.
+//! Destroy is idempotent. A container that does not exist is a success. A
+//! container whose root file system is already gone is still removed,
+//! because liblxc 5.0's destroy skips missing overlay layers and
+//! directories. The per-container directory is moved with a rename that
+//! never follows a symlink.
 
 use std::fs;
 use std::time::Instant;
@@ -32,12 +32,11 @@ pub(crate) fn destroy(manager: &LxcManager, id: &InstanceId) -> Result<()> {
     let started = Instant::now();
     let step = |step: Step| move |source: BoxError| Error::step(name, step, source);
 
-    // liblxc opens the container's log file, in the container directory,
+    // liblxc opens the container's log file in the container directory
     // whenever it loads the configuration, and creates missing parent
-    // directories on the way. When that directory is not a real directory
-    // (a symlink to somewhere else), move it aside before liblxc can write
-    // through it; a directory liblxc makes in its place is moved aside at
-    // the end like any other.
+    // directories on the way. A container directory that is a symlink is
+    // moved aside first, so liblxc cannot write through it. A directory
+    // that liblxc makes in its place is moved aside at the end.
     let container_dir = settings.dirs.container_dir(name)?;
     if fs::symlink_metadata(&container_dir).is_ok_and(|meta| !meta.is_dir()) {
         let moved = settings.dirs.remove_directory(name)?;

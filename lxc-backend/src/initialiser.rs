@@ -43,10 +43,10 @@ pub struct LxcInitialiser {
 }
 
 impl LxcInitialiser {
-    /// Creates an initialiser from `config`. It reads [`KEY_BRIDGE`],
-    /// [`KEY_BRIDGE_MTU`] and, to know what the manager will need, the
-    /// manager's `lxc-path`, `log-dir`, `image` and `backing-store`; other
-    /// keys are left for the manager.
+    /// Creates an initialiser from `config`. It reads [`KEY_BRIDGE`] and
+    /// [`KEY_BRIDGE_MTU`], and the manager's `lxc-path`, `log-dir`, `image`
+    /// and `backing-store` to know what the manager will need. It removes
+    /// no key, so the same configuration can build the manager.
     pub fn new(config: &ManagerConfig) -> Result<Self> {
         let bridge = config.get(KEY_BRIDGE).filter(|name| !name.is_empty()).map(str::to_owned);
         if let Some(name) = &bridge {

@@ -7,7 +7,7 @@
 //!   seeded for cloud-init's NoCloud data source and started daemonised.
 //! - [`LxcInitialiser`] implements [`berth_core::Initialiser`]: packages,
 //!   kernel features and the bridge.
-//! - [`container`] holds the safe liblxc handle types, [`bridge`] the
+//! - [`container`] contains the safe liblxc handle types, [`bridge`] the
 //!   netlink helpers that create bridges and veth pairs.
 //!
 //! # Configuration keys

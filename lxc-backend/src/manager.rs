@@ -68,7 +68,7 @@ impl LxcManager {
         &self.settings.name
     }
 
-    /// Returns the lxc path that holds this manager's containers.
+    /// Returns the lxc path that contains this manager's containers.
     pub fn lxc_path(&self) -> &Path {
         &self.settings.lxc_path
     }

@@ -4,7 +4,8 @@
 //! when present, `network-config` from
 //! `/var/lib/cloud/seed/nocloud-net/`. The files are written into the
 //! clone's own layer before it starts: for an overlay clone that is the
-//! upper directory, which the container sees merged over the template.
+//! upper directory, which overlayfs merges over the template in the
+//! running container.
 
 use std::path::{Path, PathBuf};
 
@@ -48,7 +49,7 @@ pub fn network_config(interface: &InterfaceInfo, mac: Option<&str>) -> String {
     text
 }
 
-/// Returns the directory that holds the container's own files: the upper
+/// Returns the directory that contains the container's own files: the upper
 /// directory of an overlay root file system, or the root file system
 /// itself. It must lie inside the container's directory in `lxc_path`, so
 /// a seed never lands in the template or elsewhere.
@@ -75,7 +76,7 @@ pub fn writable_rootfs(container: &Container, lxc_path: &Path) -> Result<PathBuf
 }
 
 /// Writes the seed files into the container's root file system. user-data
-/// is mode 0600 because it holds the agent's password.
+/// is mode 0600 because it contains the agent's password.
 pub fn write_seed(
     container: &Container,
     lxc_path: &Path,

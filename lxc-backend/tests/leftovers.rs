@@ -141,7 +141,7 @@ fn destroy_never_follows_symlinked_directory() {
     manager.create_container(&machine("0"), "", &network).unwrap();
 
     // Replace the container directory with a link to a directory outside
-    // the manager's roots that holds a file of its own.
+    // the manager's roots that contains a file of its own.
     let outside = env.base.join("outside");
     fs::create_dir(&outside).unwrap();
     fs::write(outside.join("precious"), "keep me").unwrap();

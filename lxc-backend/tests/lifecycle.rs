@@ -34,7 +34,7 @@ fn create_runs_and_destroy_cleans_up() {
         [Step::Validate, Step::Directory, Step::UserData, Step::Image, Step::Template, Step::Clone, Step::Configure, Step::Seed, Step::Start, Step::Wait]
     );
 
-    // A command inside the container sees its hostname and the seed.
+    // A command inside the container reads its hostname and the seed.
     assert_eq!(attach(&env.lxc_path(), name, &["hostname"]).trim(), name);
     let container_dir = env.dirs().containers_root().join(name);
     let user_data = fs::read(container_dir.join("cloud-init")).unwrap();

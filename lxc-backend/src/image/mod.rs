@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{IMAGE_BUSYBOX, KEY_IMAGE};
 
-/// Where images of new containers come from, as configured.
+/// Configured source of the images of new containers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSource {
     /// The embedded busybox image.
@@ -61,7 +61,7 @@ impl ImageSource {
     }
 }
 
-/// How a template's root file system is filled.
+/// Content of a template's root file system.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootfsContent {
     /// The busybox image, from this static busybox binary.

@@ -25,7 +25,7 @@ pub const MAX_CATALOGUE_BYTES: u64 = 256 << 20;
 /// File type of a root file system tarball in the catalogue.
 pub const ROOTFS_FILE_TYPE: &str = "root.tar.xz";
 
-/// Why an image could not be found or fetched.
+/// Failure to find or fetch an image.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// An HTTP request failed.
@@ -40,7 +40,7 @@ pub enum ImageError {
     /// Reading or writing a file failed.
     #[error("{action} {path}", path = .path.display())]
     Io {
-        /// What was being done.
+        /// Action that failed.
         action: &'static str,
         /// The file.
         path: PathBuf,
@@ -53,7 +53,7 @@ pub enum ImageError {
     Format {
         /// The document's URL.
         url: String,
-        /// What is wrong with it.
+        /// Problem with the document.
         message: String,
     },
     /// No product matches the request.
@@ -63,7 +63,7 @@ pub enum ImageError {
         url: String,
         /// The requested os, release, architecture and variant.
         wanted: String,
-        /// What the catalogue offers for this architecture.
+        /// Products the catalogue offers for this architecture.
         available: String,
     },
     /// A download did not match its catalogue entry.
@@ -128,7 +128,7 @@ struct Item {
     path: String,
 }
 
-/// What to look for in a catalogue.
+/// Request for a product in a catalogue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageQuery {
     /// Operating system (compared without case), or any.
