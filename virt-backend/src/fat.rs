@@ -6,7 +6,7 @@
 //! constant, so the same input always gives the same bytes.
 //!
 //! Limits: files go into the root directory only, at most
-//! [`MAX_ROOT_ENTRIES`] directory entries in all, and the whole image holds
+//! [`MAX_ROOT_ENTRIES`] directory entries in all, and the whole image has
 //! at most 4084 clusters of up to 32 KiB (FAT12), about 127 MiB of data.
 
 use std::collections::BTreeSet;
@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 const SECTOR: usize = 512;
 /// Directory entries in the root directory (32 bytes each).
 pub const MAX_ROOT_ENTRIES: usize = 64;
-/// FAT12 holds fewer than 4085 clusters; more would make it FAT16.
+/// Maximum cluster count of FAT12. A volume with more clusters is FAT16.
 const MAX_FAT12_CLUSTERS: usize = 4084;
 const MIN_CLUSTERS: usize = 64;
 const RESERVED_SECTORS: usize = 1;
@@ -28,10 +28,10 @@ const ATTR_LONG_NAME: u8 = 0x0F;
 const LFN_CHARS_PER_ENTRY: usize = 13;
 const MAX_LONG_NAME: usize = 255;
 
-/// Why an image could not be built.
+/// Error building a FAT image.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FatError {
-    /// A file name is empty, too long, or holds a character FAT names
+    /// A file name is empty, too long, or contains a character FAT names
     /// cannot contain.
     #[error("invalid file name {name:?}: {rule}")]
     InvalidName {
@@ -205,7 +205,7 @@ impl Fat12 {
 
     fn set(&mut self, cluster: usize, value: u16) {
         let offset = cluster * 3 / 2;
-        if cluster % 2 == 0 {
+        if cluster.is_multiple_of(2) {
             self.bytes[offset] = (value & 0xFF) as u8;
             self.bytes[offset + 1] = (self.bytes[offset + 1] & 0xF0) | ((value >> 8) & 0x0F) as u8;
         } else {
@@ -287,7 +287,7 @@ fn lfn_entries(long: &str, short: &[u8; 11]) -> Vec<u8> {
     let checksum = short_name_checksum(short);
     let mut units: Vec<u16> = long.encode_utf16().collect();
     let count = units.len().div_ceil(LFN_CHARS_PER_ENTRY);
-    if units.len() % LFN_CHARS_PER_ENTRY != 0 {
+    if !units.len().is_multiple_of(LFN_CHARS_PER_ENTRY) {
         units.push(0);
     }
     units.resize(count * LFN_CHARS_PER_ENTRY, 0xFFFF);
@@ -346,7 +346,7 @@ mod tests {
         let next = |cluster: usize| {
             let o = cluster * 3 / 2;
             let v = u16::from_le_bytes([fat[o], fat[o + 1]]);
-            (if cluster % 2 == 0 { v & 0xFFF } else { v >> 4 }) as usize
+            (if cluster.is_multiple_of(2) { v & 0xFFF } else { v >> 4 }) as usize
         };
         let mut label = String::new();
         let mut files = Vec::new();
@@ -374,7 +374,7 @@ mod tests {
                     let size = u32::from_le_bytes(entry[28..32].try_into().unwrap()) as usize;
                     let mut cluster = u16::from_le_bytes([entry[26], entry[27]]) as usize;
                     let mut contents = Vec::new();
-                    while cluster >= 2 && cluster < 0xFF8 {
+                    while (2..0xFF8).contains(&cluster) {
                         let offset = data + (cluster - 2) * spc * SECTOR;
                         contents.extend_from_slice(&image[offset..offset + spc * SECTOR]);
                         cluster = next(cluster);

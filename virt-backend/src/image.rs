@@ -8,8 +8,8 @@
 //! volume upload stream (so a remote libvirt host gets them through its own
 //! protocol), are checked against the expected SHA-256, and are then cloned
 //! into the final volume by libvirt. libvirt cannot rename a volume, so the
-//! clone is what makes the final name appear only when the image is whole;
-//! it costs one copy of the image on the libvirt host, once per series.
+//! clone is what makes the final name appear only when the image is whole.
+//! It costs one copy of the image on the libvirt host, once per series.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};

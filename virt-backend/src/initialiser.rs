@@ -25,8 +25,8 @@ pub fn required_packages() -> Vec<&'static str> {
     vec!["libvirt-daemon-system", emulator, "qemu-utils"]
 }
 
-/// What an initialisation did. On a ready host every flag is false and
-/// nothing was installed.
+/// Changes made by one initialisation. On a ready host every flag is false
+/// and nothing was installed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitReport {
     /// Packages installed by this run.
@@ -39,7 +39,7 @@ pub struct InitReport {
     pub pool_started: bool,
     /// Autostart of the storage pool was turned on by this run.
     pub pool_autostart_set: bool,
-    /// The guest platform VMs will use; its `virt_type` says whether KVM
+    /// The guest platform VMs will use. Its `virt_type` is `kvm` when KVM
     /// is usable.
     pub platform: GuestPlatform,
 }
@@ -59,7 +59,7 @@ impl VirtInitialiser {
 
     /// Makes the host ready and reports what it changed: installs missing
     /// packages (for a local `qemu:///` URI, through apt), checks that the
-    /// daemon answers at the URI, defines, builds, starts and autostarts
+    /// daemon accepts connections at the URI, defines, builds, starts and autostarts
     /// the storage pool as needed, and reports whether KVM is usable.
     pub fn initialise_with_report(&self) -> Result<InitReport> {
         let installed_packages =

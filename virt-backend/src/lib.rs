@@ -13,8 +13,21 @@
 //! ACPI, one virtio NIC on a bridge or a macvtap passthrough device, and a
 //! serial console logged to `console.log` in the container directory.
 //!
-//! Configuration keys are listed in [`config`]; constraint defaults and
-//! minimums in [`spec`].
+//! Configuration keys are listed in [`config`], and constraint defaults
+//! and minimums in [`spec`].
+//!
+//! # Tests
+//!
+//! - `cargo test -p berth-virt --lib --test testdriver` runs the unit tests
+//!   and the tests against libvirt's test driver: no daemon, no root.
+//! - `cargo test -p berth-virt --test real --test remote` boots real VMs
+//!   under software emulation. It needs root, a running system libvirtd
+//!   and virtlogd (`mkdir -p /var/log/libvirt /var/run/libvirt;
+//!   virtlogd -d; libvirtd -d`), the packages busybox-static, qemu-utils
+//!   and qemu-system-x86, and apt package lists that name Debian's
+//!   `linux-image-6.1.0-*-cloud-amd64` (the tests download it into
+//!   `/var/cache/berth-test`). Without root or the daemon these tests
+//!   fail with the command to run; they never skip.
 
 pub mod config;
 pub mod fat;

@@ -32,8 +32,8 @@ const MIB: u64 = 1 << 20;
 ///
 /// Each VM is a domain named `<manager name>-machine-<n>...` with a qcow2
 /// root disk that overlays the series' base image, a NoCloud seed disk,
-/// one NIC, and a directory on this host that holds its cloud-init file and
-/// console log. One libvirt connection is shared by all calls; libvirt
+/// one NIC, and a directory on this host that contains its cloud-init file
+/// and console log. One libvirt connection is shared by all calls; libvirt
 /// serialises what it must itself.
 ///
 /// NOTE: the connection is opened once. If the daemon restarts, calls fail
@@ -75,8 +75,8 @@ impl VirtManager {
 
     /// Creates a manager from `config` that uses `connection` instead of
     /// opening one at the `uri` key. An agent can share one connection
-    /// between managers this way; under libvirt's test driver, whose state
-    /// lives in the connection, it is the only way for two objects to see
+    /// between managers this way. libvirt's test driver keeps its state in
+    /// the connection, so there it is the only way for two objects to see
     /// the same domains and pools.
     pub fn with_connection(config: ManagerConfig, connection: Connection) -> Result<Self> {
         Self::from_parts(VirtConfig::from_manager_config(config)?, connection)
@@ -167,9 +167,13 @@ impl VirtManager {
     }
 }
 
+/// One undo action: what it undoes, and the action, which returns a
+/// message when it fails.
+type UndoAction<'a> = (String, Box<dyn FnOnce() -> std::result::Result<(), String> + 'a>);
+
 /// Undo actions of a create, run newest first when it fails.
 struct Undo<'a> {
-    actions: Vec<(String, Box<dyn FnOnce() -> std::result::Result<(), String> + 'a>)>,
+    actions: Vec<UndoAction<'a>>,
 }
 
 impl<'a> Undo<'a> {
@@ -592,7 +596,7 @@ fn status(domain: &DomainHandle) -> InstanceStatus {
 
 /// Reads addresses from libvirt's DHCP leases, then the host's ARP table.
 /// Bridges without a libvirt network have no leases, and the ARP table
-/// knows only guests that have sent traffic, so an empty list is normal.
+/// lists only guests that have sent traffic, so an empty list is normal.
 fn addresses(domain: &DomainHandle) -> Vec<std::net::IpAddr> {
     for source in [AddressSource::Lease, AddressSource::Arp] {
         match domain.ip_addresses(source) {

@@ -24,8 +24,8 @@ use common::*;
 const PREFIX: &str = "berthtest";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The tests share the system daemon and the test pool; they run one at a
-/// time so that clean-up of one never meets the VMs of another.
+/// The tests share the system daemon and the test pool, so they run one
+/// at a time and the clean-up of one never meets the VMs of another.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 struct RealHost {
@@ -215,9 +215,13 @@ fn initialiser_is_idempotent_on_real_daemon() {
     initialiser.initialise_with_report().unwrap();
     let second = initialiser.initialise_with_report().unwrap();
     assert!(second.installed_packages.is_empty(), "{second:?}");
-    assert!(!second.pool_defined && !second.pool_built && !second.pool_started && !second.pool_autostart_set, "{second:?}");
+    assert!(!second.pool_defined, "{second:?}");
+    assert!(!second.pool_built, "{second:?}");
+    assert!(!second.pool_started, "{second:?}");
+    assert!(!second.pool_autostart_set, "{second:?}");
     let pool = PoolHandle::new(connection.lookup_storage_pool_by_name(REAL_POOL).unwrap());
-    assert!(pool.is_active().unwrap() && pool.autostart().unwrap());
+    assert!(pool.is_active().unwrap());
+    assert!(pool.autostart().unwrap());
 
     // Left to choose, the backend names kvm or qemu with a reason.
     let auto = VirtManager::new(host.config().with("virt-type", "auto")).unwrap();

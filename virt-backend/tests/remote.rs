@@ -1,8 +1,9 @@
 //! Tier 3, remote: a real VM on a second libvirtd reached through
 //! `qemu+tcp://127.0.0.1:PORT/system`. The test starts that daemon in its
-//! own mount namespace (tmpfs over libvirt's run, state, cache and log
-//! folders, a private copy of /etc/libvirt, its own virtlogd), listening on loopback only without
-//! authentication, and stops both daemons by PID at the end. Needs root;
+//! own mount namespace: tmpfs over libvirt's run, state, cache and log
+//! folders, a private copy of /etc/libvirt, and its own virtlogd. It
+//! listens on loopback only, without authentication, and the test stops
+//! both daemons by PID at the end. Needs root;
 //! the system libvirtd must be running too, to prove it never sees the VM.
 
 mod common;
@@ -48,7 +49,7 @@ impl SecondDaemon {
         // Both daemons run in the foreground as children of the shell,
         // which writes their PIDs where the test reads them and reaps them
         // when they exit.
-        // /etc/libvirt holds persistent definitions (pools, domains), so
+        // /etc/libvirt contains persistent definitions (pools, domains), so
         // the daemon gets a private copy of it too.
         let script = format!(
             "set -e\n\

@@ -331,7 +331,8 @@ fn url_image_downloaded_with_progress() {
     assert_eq!(server.requests.load(std::sync::atomic::Ordering::SeqCst), 1, "downloaded once");
     let events = events.into_inner().unwrap();
     assert!(events.len() >= 3, "{events:?}");
-    assert!(events.iter().all(|(what, _, total)| what == &server.url && *total == Some(body.len() as u64)));
+    assert!(events.iter().all(|(what, _, _)| what == &server.url), "{events:?}");
+    assert!(events.iter().all(|(_, _, total)| *total == Some(body.len() as u64)), "{events:?}");
     assert_eq!(events.last().unwrap().1, body.len() as u64);
     assert!(events.windows(2).all(|pair| pair[0].1 <= pair[1].1), "{events:?}");
     let base = read_volume(manager.connection(), volume_names(manager.connection()).iter().find(|v| v.starts_with("base-")).unwrap());
@@ -347,7 +348,8 @@ fn url_image_with_wrong_digest_discarded() {
     let manager = driver.manager_with(config);
     let error = manager.create_container(&machine("0"), "bookworm", &bridge()).unwrap_err();
     let chain = berth_core::error::error_chain(&error);
-    assert!(chain.contains("SHA-256") && chain.contains(&"00".repeat(32)), "{chain}");
+    assert!(chain.contains("SHA-256"), "{chain}");
+    assert!(chain.contains(&"00".repeat(32)), "{chain}");
     assert!(matches!(error, Error::Step { step: Step::Image, .. }), "{error:?}");
     assert!(volume_names(manager.connection()).is_empty(), "no base and no partial volume");
     assert!(!driver.path("containers").join("juju-machine-0").exists());
@@ -380,10 +382,16 @@ fn initialiser_is_idempotent() {
     let initialiser = berth_virt::VirtInitialiser::new(driver.config("juju")).unwrap();
     let connection = berth_virt::handle::Connection::open(&driver.uri).unwrap();
     let first = initialiser.initialise_with(&connection).unwrap();
-    assert!(first.pool_defined && first.pool_built && first.pool_started && first.pool_autostart_set, "{first:?}");
+    assert!(first.pool_defined, "{first:?}");
+    assert!(first.pool_built, "{first:?}");
+    assert!(first.pool_started, "{first:?}");
+    assert!(first.pool_autostart_set, "{first:?}");
     assert_eq!(first.platform.virt_type, "test");
     let second = initialiser.initialise_with(&connection).unwrap();
-    assert!(!second.pool_defined && !second.pool_built && !second.pool_started && !second.pool_autostart_set, "{second:?}");
+    assert!(!second.pool_defined, "{second:?}");
+    assert!(!second.pool_built, "{second:?}");
+    assert!(!second.pool_started, "{second:?}");
+    assert!(!second.pool_autostart_set, "{second:?}");
     let pool = berth_virt::handle::PoolHandle::new(connection.lookup_storage_pool_by_name(TEST_POOL).unwrap());
     assert!(pool.is_active().unwrap());
     assert!(pool.autostart().unwrap());

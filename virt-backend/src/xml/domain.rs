@@ -168,7 +168,7 @@ pub struct Devices {
     pub consoles: Vec<Console>,
 }
 
-/// Where a disk's data comes from.
+/// Source type of a disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskType {
@@ -240,7 +240,7 @@ pub struct DiskTarget {
     pub bus: Option<String>,
 }
 
-/// How a network interface reaches the host.
+/// Host side of a network interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InterfaceType {
@@ -258,7 +258,7 @@ pub enum InterfaceType {
 /// `<interface type=...>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interface {
-    /// How the interface reaches the host.
+    /// Host side of the interface.
     #[serde(rename = "@type")]
     pub interface_type: InterfaceType,
     /// `<mac address='52:54:00:...'/>`.
@@ -388,10 +388,10 @@ pub struct CharTarget {
 
 impl Domain {
     /// Returns a copy without the values libvirt fills in or changes when
-    /// it defines or starts a domain: id, UUID, the machine type, a lone
-    /// `<boot dev='hd'/>` (which libvirt adds when no boot device is
-    /// named), a running pty's path, NIC host devices and the serial
-    /// target type. Two documents that berth and libvirt agree on compare
+    /// it defines or starts a domain. These are the id, UUID, machine type,
+    /// a running pty's path, NIC host devices, the serial target type, and
+    /// a lone `<boot dev='hd'/>`, which libvirt adds when no boot device is
+    /// named. Two documents that berth and libvirt agree on compare
     /// equal after this.
     pub fn without_libvirt_defaults(&self) -> Self {
         let mut copy = self.clone();

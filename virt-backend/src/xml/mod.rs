@@ -17,10 +17,10 @@ pub mod storage;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Why a document could not be written or read.
+/// Error writing or reading a document.
 #[derive(Debug, thiserror::Error)]
 pub enum XmlError {
-    /// A value holds a character that XML 1.0 cannot represent.
+    /// A value contains a character that XML 1.0 cannot represent.
     #[error("text {context:?} contains {character:?}, which XML 1.0 cannot represent")]
     Unrepresentable {
         /// The text around the character.
@@ -157,7 +157,7 @@ mod tests {
         let domain = sample_domain(HOSTILE);
         let text = to_xml(&domain).unwrap();
         assert!(!text.contains("<b>"), "{text}");
-        assert!(!text.contains("]]>"), "a raw ]]> would end nothing but is suspicious: {text}");
+        assert!(!text.contains("]]>"), "]]> may not appear raw in XML character data: {text}");
         assert_eq!(from_xml::<Domain>(&text).unwrap(), domain);
 
         let volume = StorageVolume {

@@ -21,8 +21,9 @@ pub const MARK: &str = "berth-test:";
 /// Modules the guest loads, with their dependencies resolved at build time.
 const WANTED_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "vfat", "nls_cp437", "nls_utf8", "nls_ascii"];
 
-/// Fails the test unless it runs as root with libvirtd answering at
-/// `qemu:///system`, telling what to start. Real-tier tests never skip.
+/// Fails the test, with what to start, unless it runs as root and
+/// libvirtd accepts connections at `qemu:///system`. Real-tier tests never
+/// skip.
 pub fn require_real_host() -> Connection {
     crate::common::init_logging();
     assert!(
@@ -55,7 +56,8 @@ fn run(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Returns the newest `linux-image-6.1.0-N-cloud-amd64` package apt knows.
+/// Returns the newest `linux-image-6.1.0-N-cloud-amd64` package in apt's
+/// package lists.
 fn cloud_kernel_package() -> String {
     let listing = run(Command::new("apt-cache").args(["search", "--names-only", "^linux-image-6.1.0-[0-9]+-cloud-amd64$"]));
     let newest = listing
@@ -149,8 +151,8 @@ fn module_load_order(index: &std::collections::BTreeMap<String, PathBuf>) -> Vec
     order
 }
 
-/// The guest's init: loads the modules, mounts the seed disk, prints its
-/// label, instance-id, the NIC's MAC and MTU, then idles.
+/// Returns the guest's init script. It loads the modules, mounts the seed
+/// disk, prints its label, instance-id, the NIC's MAC and MTU, then idles.
 fn init_script(order: &[String]) -> String {
     let mut script = String::from(
         "#!/bin/busybox sh\n/bin/busybox --install -s /bin\n\
@@ -216,7 +218,7 @@ impl Cpio {
     }
 
     fn pad(&mut self) {
-        while self.bytes.len() % 4 != 0 {
+        while !self.bytes.len().is_multiple_of(4) {
             self.bytes.push(0);
         }
     }
