@@ -48,6 +48,8 @@ mod regenerate {
             builder = builder.clang_arg(format!("-I{}", path.display()));
         }
         let bindings = builder.generate().expect("bindgen failed on lxc/lxccontainer.h");
-        bindings.write_to_file(target).unwrap_or_else(|error| panic!("write {}: {error}", target.display()));
+        bindings
+            .write_to_file(target)
+            .unwrap_or_else(|error| panic!("write {}: {error}", target.display()));
     }
 }

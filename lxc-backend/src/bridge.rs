@@ -185,7 +185,14 @@ fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
     }
     let index = i32::from_ne_bytes(payload[4..8].try_into().ok()?);
     let flags = u32::from_ne_bytes(payload[8..12].try_into().ok()?);
-    let mut link = LinkInfo { index, name: String::new(), mtu: 0, kind: None, master: None, up: flags & IFF_UP != 0 };
+    let mut link = LinkInfo {
+        index,
+        name: String::new(),
+        mtu: 0,
+        kind: None,
+        master: None,
+        up: flags & IFF_UP != 0,
+    };
     for (kind, data) in attributes(&payload[IFINFOMSG_LEN..]) {
         match kind {
             IFLA_IFNAME => link.name = read_string(data),
@@ -209,10 +216,18 @@ static SEQUENCE: AtomicU32 = AtomicU32::new(1);
 /// Sends `request` on a new socket and reads replies until the kernel
 /// acknowledges it. Returns the links the kernel sent along the way.
 fn transact(request: Request, operation: &'static str, device: &str) -> Result<Vec<LinkInfo>, NetlinkError> {
-    let fail = |errno: Errno| NetlinkError { operation, device: device.to_owned(), errno };
-    let socket: OwnedFd =
-        socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)
-            .map_err(fail)?;
+    let fail = |errno: Errno| NetlinkError {
+        operation,
+        device: device.to_owned(),
+        errno,
+    };
+    let socket: OwnedFd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )
+    .map_err(fail)?;
     let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let message = request.finish(sequence);
     sendto(socket.as_raw_fd(), &message, &NetlinkAddr::new(0, 0), MsgFlags::empty()).map_err(fail)?;
@@ -236,8 +251,14 @@ fn transact(request: Request, operation: &'static str, device: &str) -> Result<V
             }
             match kind {
                 NLMSG_ERROR => {
-                    let code = payload.get(..4).map_or(-libc::EBADMSG, |raw| i32::from_ne_bytes(raw.try_into().expect("4 bytes")));
-                    return if code == 0 { Ok(links) } else { Err(fail(Errno::from_raw(-code))) };
+                    let code = payload.get(..4).map_or(-libc::EBADMSG, |raw| {
+                        i32::from_ne_bytes(raw.try_into().expect("4 bytes"))
+                    });
+                    return if code == 0 {
+                        Ok(links)
+                    } else {
+                        Err(fail(Errno::from_raw(-code)))
+                    };
                 }
                 NLMSG_DONE => return Ok(links),
                 RTM_NEWLINK => links.extend(parse_link(payload)),
@@ -248,7 +269,11 @@ fn transact(request: Request, operation: &'static str, device: &str) -> Result<V
 }
 
 fn check_name(name: &str, operation: &'static str) -> Result<(), NetlinkError> {
-    validate_interface_name(name).map_err(|_| NetlinkError { operation, device: name.to_owned(), errno: Errno::EINVAL })
+    validate_interface_name(name).map_err(|_| NetlinkError {
+        operation,
+        device: name.to_owned(),
+        errno: Errno::EINVAL,
+    })
 }
 
 /// Returns what the kernel reports about device `name`, or `None` when
@@ -274,7 +299,11 @@ pub fn ensure_bridge(name: &str, mtu: Option<u32>) -> Result<bool, NetlinkError>
             tracing::debug!(bridge = name, "bridge exists, left as it is");
             return Ok(false);
         }
-        return Err(NetlinkError { operation: "create bridge", device: name.to_owned(), errno: Errno::EEXIST });
+        return Err(NetlinkError {
+            operation: "create bridge",
+            device: name.to_owned(),
+            errno: Errno::EEXIST,
+        });
     }
     let mut request = Request::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, 0, 0, 0);
     request.name(name);
@@ -304,9 +333,11 @@ pub fn ensure_bridge(name: &str, mtu: Option<u32>) -> Result<bool, NetlinkError>
 pub fn delete_bridge(name: &str) -> Result<bool, NetlinkError> {
     match link(name)? {
         None => Ok(false),
-        Some(existing) if !existing.is_bridge() => {
-            Err(NetlinkError { operation: "delete bridge", device: name.to_owned(), errno: Errno::EINVAL })
-        }
+        Some(existing) if !existing.is_bridge() => Err(NetlinkError {
+            operation: "delete bridge",
+            device: name.to_owned(),
+            errno: Errno::EINVAL,
+        }),
         Some(_) => delete_link(name),
     }
 }
@@ -328,9 +359,11 @@ pub fn delete_link(name: &str) -> Result<bool, NetlinkError> {
 }
 
 fn index_of(name: &str, operation: &'static str) -> Result<i32, NetlinkError> {
-    link(name)?
-        .map(|link| link.index)
-        .ok_or_else(|| NetlinkError { operation, device: name.to_owned(), errno: Errno::ENODEV })
+    link(name)?.map(|link| link.index).ok_or_else(|| NetlinkError {
+        operation,
+        device: name.to_owned(),
+        errno: Errno::ENODEV,
+    })
 }
 
 /// Sets the MTU of device `name`.

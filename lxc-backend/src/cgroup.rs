@@ -47,12 +47,16 @@ impl CgroupLayout {
         let mut v2 = Vec::new();
         for line in mountinfo.lines() {
             // Fields after " - " are: file system type, source, super options.
-            let Some((before, after)) = line.split_once(" - ") else { continue };
+            let Some((before, after)) = line.split_once(" - ") else {
+                continue;
+            };
             let mut fields = after.split_whitespace();
             let (Some(fs_type), Some(_source), Some(options)) = (fields.next(), fields.next(), fields.next()) else {
                 continue;
             };
-            let Some(mount_point) = before.split_whitespace().nth(4) else { continue };
+            let Some(mount_point) = before.split_whitespace().nth(4) else {
+                continue;
+            };
             match fs_type {
                 "cgroup" => v1.extend(options.split(',').map(str::to_owned)),
                 "cgroup2" => v2.extend(controllers_of(mount_point).split_whitespace().map(str::to_owned)),
@@ -68,7 +72,11 @@ impl CgroupLayout {
                 None
             }
         };
-        Self { memory: place("memory"), cpuset: place("cpuset"), cpu: place("cpu") }
+        Self {
+            memory: place("memory"),
+            cpuset: place("cpuset"),
+            cpu: place("cpu"),
+        }
     }
 
     /// Returns the liblxc item that limits memory to `mib` MiB.
@@ -112,7 +120,13 @@ pub fn first_online_cpus(count: u64) -> Option<String> {
     if count == 0 || (cpus.len() as u64) < count {
         return None;
     }
-    Some(cpus[..count as usize].iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+    Some(
+        cpus[..count as usize]
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    )
 }
 
 /// Returns the number of online CPUs of the host.
@@ -161,9 +175,15 @@ mod tests {
     fn hybrid_layout_uses_v1_keys() {
         let layout = CgroupLayout::from_mountinfo(HYBRID, |_| String::new());
         assert_eq!(layout.memory, Some(Hierarchy::V1));
-        assert_eq!(layout.memory_limit(512).unwrap(), ("lxc.cgroup.memory.limit_in_bytes".into(), "536870912".into()));
+        assert_eq!(
+            layout.memory_limit(512).unwrap(),
+            ("lxc.cgroup.memory.limit_in_bytes".into(), "536870912".into())
+        );
         assert_eq!(layout.cpuset("0,1").unwrap().0, "lxc.cgroup.cpuset.cpus");
-        assert_eq!(layout.cpu_quota(150).unwrap()[1], ("lxc.cgroup.cpu.cfs_quota_us".into(), "150000".into()));
+        assert_eq!(
+            layout.cpu_quota(150).unwrap()[1],
+            ("lxc.cgroup.cpu.cfs_quota_us".into(), "150000".into())
+        );
     }
 
     #[test]
@@ -172,8 +192,14 @@ mod tests {
             assert_eq!(point, "/sys/fs/cgroup");
             "cpuset cpu io memory pids".into()
         });
-        assert_eq!(layout.memory_limit(1).unwrap(), ("lxc.cgroup2.memory.max".into(), "1048576".into()));
-        assert_eq!(layout.cpu_quota(50).unwrap(), vec![("lxc.cgroup2.cpu.max".into(), "50000 100000".into())]);
+        assert_eq!(
+            layout.memory_limit(1).unwrap(),
+            ("lxc.cgroup2.memory.max".into(), "1048576".into())
+        );
+        assert_eq!(
+            layout.cpu_quota(50).unwrap(),
+            vec![("lxc.cgroup2.cpu.max".into(), "50000 100000".into())]
+        );
     }
 
     #[test]

@@ -111,9 +111,16 @@ fn check_path(field: &str, value: &str) -> std::result::Result<PathBuf, InvalidV
         return Err(InvalidValue::new(field, value, "must be an absolute path"));
     }
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(InvalidValue::new(field, value, "must not contain whitespace or control characters"));
+        return Err(InvalidValue::new(
+            field,
+            value,
+            "must not contain whitespace or control characters",
+        ));
     }
-    if Path::new(value).components().any(|part| part == std::path::Component::ParentDir) {
+    if Path::new(value)
+        .components()
+        .any(|part| part == std::path::Component::ParentDir)
+    {
         return Err(InvalidValue::new(field, value, "must not contain '..'"));
     }
     Ok(PathBuf::from(value))
@@ -135,14 +142,26 @@ pub fn parse_extra_config(text: &str) -> std::result::Result<Vec<(String, String
     let mut items = Vec::new();
     for entry in text.split(['\n', ';']).map(str::trim).filter(|entry| !entry.is_empty()) {
         let Some((key, value)) = entry.split_once('=') else {
-            return Err(InvalidValue::new(KEY_EXTRA_CONFIG, entry, "each entry must be lxc.key=value"));
+            return Err(InvalidValue::new(
+                KEY_EXTRA_CONFIG,
+                entry,
+                "each entry must be lxc.key=value",
+            ));
         };
         let (key, value) = (key.trim(), value.trim());
         if !key.starts_with("lxc.") || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(InvalidValue::new(KEY_EXTRA_CONFIG, entry, "keys must start with 'lxc.' and hold no spaces"));
+            return Err(InvalidValue::new(
+                KEY_EXTRA_CONFIG,
+                entry,
+                "keys must start with 'lxc.' and hold no spaces",
+            ));
         }
         if value.chars().any(|c| c.is_control()) {
-            return Err(InvalidValue::new(KEY_EXTRA_CONFIG, entry, "values must not contain control characters"));
+            return Err(InvalidValue::new(
+                KEY_EXTRA_CONFIG,
+                entry,
+                "values must not contain control characters",
+            ));
         }
         items.push((key.to_owned(), value.to_owned()));
     }
@@ -162,7 +181,11 @@ impl Settings {
 
         let name = config.pop_value(KEY_NAME).unwrap_or_default();
         if name.is_empty() {
-            note(Err(InvalidValue::new(KEY_NAME, "", "is required: the manager name prefixes every container name")));
+            note(Err(InvalidValue::new(
+                KEY_NAME,
+                "",
+                "is required: the manager name prefixes every container name",
+            )));
         } else {
             note(validate_manager_name(&name));
         }
@@ -187,7 +210,11 @@ impl Settings {
         {
             // liblxc separates the layers of an overlay root file system
             // with ':' in lxc.rootfs.path.
-            note(Err(InvalidValue::new(KEY_LXC_PATH, path.display().to_string(), "must not contain ':'")));
+            note(Err(InvalidValue::new(
+                KEY_LXC_PATH,
+                path.display().to_string(),
+                "must not contain ':'",
+            )));
         }
 
         let image = match ImageSource::parse(&config.pop_or(KEY_IMAGE, IMAGE_BUSYBOX)) {
@@ -204,37 +231,56 @@ impl Settings {
             "overlay" => BackingStore::Overlay,
             "copy" => BackingStore::Copy,
             other => {
-                note(Err(InvalidValue::new(KEY_BACKING_STORE, other, "must be 'overlay' or 'copy'")));
+                note(Err(InvalidValue::new(
+                    KEY_BACKING_STORE,
+                    other,
+                    "must be 'overlay' or 'copy'",
+                )));
                 BackingStore::Overlay
             }
         };
-        let shutdown_timeout =
-            parse_seconds(KEY_SHUTDOWN_TIMEOUT, config.pop_value(KEY_SHUTDOWN_TIMEOUT), DEFAULT_SHUTDOWN_TIMEOUT)
-                .unwrap_or_else(|problem| {
-                    note(Err(problem));
-                    DEFAULT_SHUTDOWN_TIMEOUT
-                });
-        let start_timeout = parse_seconds(KEY_START_TIMEOUT, config.pop_value(KEY_START_TIMEOUT), DEFAULT_START_TIMEOUT)
-            .unwrap_or_else(|problem| {
-                note(Err(problem));
-                DEFAULT_START_TIMEOUT
-            });
+        let shutdown_timeout = parse_seconds(
+            KEY_SHUTDOWN_TIMEOUT,
+            config.pop_value(KEY_SHUTDOWN_TIMEOUT),
+            DEFAULT_SHUTDOWN_TIMEOUT,
+        )
+        .unwrap_or_else(|problem| {
+            note(Err(problem));
+            DEFAULT_SHUTDOWN_TIMEOUT
+        });
+        let start_timeout = parse_seconds(
+            KEY_START_TIMEOUT,
+            config.pop_value(KEY_START_TIMEOUT),
+            DEFAULT_START_TIMEOUT,
+        )
+        .unwrap_or_else(|problem| {
+            note(Err(problem));
+            DEFAULT_START_TIMEOUT
+        });
         let autostart = match config.pop_or(KEY_AUTOSTART, "true").as_str() {
             "true" => true,
             "false" => false,
             other => {
-                note(Err(InvalidValue::new(KEY_AUTOSTART, other, "must be 'true' or 'false'")));
+                note(Err(InvalidValue::new(
+                    KEY_AUTOSTART,
+                    other,
+                    "must be 'true' or 'false'",
+                )));
                 true
             }
         };
-        let extra_config = parse_extra_config(&config.pop_value(KEY_EXTRA_CONFIG).unwrap_or_default())
-            .unwrap_or_else(|problem| {
+        let extra_config =
+            parse_extra_config(&config.pop_value(KEY_EXTRA_CONFIG).unwrap_or_default()).unwrap_or_else(|problem| {
                 note(Err(problem));
                 Vec::new()
             });
 
         if lxc_path.is_none() && problems.is_empty() {
-            problems.push(InvalidValue::new(KEY_LXC_PATH, "", "is not set and liblxc reports no default lxc path"));
+            problems.push(InvalidValue::new(
+                KEY_LXC_PATH,
+                "",
+                "is not set and liblxc reports no default lxc path",
+            ));
         }
         match problems.len() {
             0 => {}
@@ -268,7 +314,9 @@ mod tests {
     use super::*;
 
     fn base() -> ManagerConfig {
-        ManagerConfig::new().with(KEY_NAME, "juju").with(KEY_LXC_PATH, "/tmp/berth-lxc")
+        ManagerConfig::new()
+            .with(KEY_NAME, "juju")
+            .with(KEY_LXC_PATH, "/tmp/berth-lxc")
     }
 
     #[test]
@@ -303,7 +351,16 @@ mod tests {
             panic!("expected several problems");
         };
         let fields: Vec<&str> = problems.iter().map(|problem| problem.field.as_str()).collect();
-        assert_eq!(fields, ["manager name", KEY_LOG_DIR, KEY_BACKING_STORE, KEY_SHUTDOWN_TIMEOUT, KEY_AUTOSTART]);
+        assert_eq!(
+            fields,
+            [
+                "manager name",
+                KEY_LOG_DIR,
+                KEY_BACKING_STORE,
+                KEY_SHUTDOWN_TIMEOUT,
+                KEY_AUTOSTART
+            ]
+        );
     }
 
     #[test]
@@ -315,7 +372,13 @@ mod tests {
     #[test]
     fn extra_config_parsed() {
         let items = parse_extra_config("lxc.hook.pre-start = /bin/false; lxc.environment=A=1\n").unwrap();
-        assert_eq!(items, [("lxc.hook.pre-start".into(), "/bin/false".into()), ("lxc.environment".into(), "A=1".into())]);
+        assert_eq!(
+            items,
+            [
+                ("lxc.hook.pre-start".into(), "/bin/false".into()),
+                ("lxc.environment".into(), "A=1".into())
+            ]
+        );
         assert!(parse_extra_config("hostname=x").is_err());
         assert!(parse_extra_config("lxc.x").is_err());
     }

@@ -58,7 +58,12 @@ pub struct LxcError {
 
 impl LxcError {
     fn new(container: &str, operation: &'static str, message: impl Into<Option<String>>) -> Self {
-        Self { container: container.to_owned(), operation, message: message.into(), errno: 0 }
+        Self {
+            container: container.to_owned(),
+            operation,
+            message: message.into(),
+            errno: 0,
+        }
     }
 }
 
@@ -131,7 +136,8 @@ pub mod clone_flags {
 }
 
 fn c_string(container: &str, operation: &'static str, what: &str, value: &str) -> Result<CString, LxcError> {
-    CString::new(value).map_err(|_| LxcError::new(container, operation, format!("{what} {value:?} contains a NUL byte")))
+    CString::new(value)
+        .map_err(|_| LxcError::new(container, operation, format!("{what} {value:?} contains a NUL byte")))
 }
 
 fn path_string(container: &str, operation: &'static str, path: &Path) -> Result<CString, LxcError> {
@@ -174,7 +180,9 @@ unsafe impl Sync for Container {}
 
 impl fmt::Debug for Container {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Container").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Container")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -201,9 +209,16 @@ impl Container {
         // and liblxc copies them into the handle.
         let raw = unsafe { sys::lxc_container_new(c_name.as_ptr(), c_path.as_ptr()) };
         let handle = NonNull::new(raw).ok_or_else(|| {
-            LxcError::new(name, "container_new", format!("liblxc returned no handle for lxc path {}", lxc_path.display()))
+            LxcError::new(
+                name,
+                "container_new",
+                format!("liblxc returned no handle for lxc path {}", lxc_path.display()),
+            )
         })?;
-        Ok(Self { handle, name: name.to_owned() })
+        Ok(Self {
+            handle,
+            name: name.to_owned(),
+        })
     }
 
     /// Wraps a handle that liblxc returned with one reference owned by the
@@ -244,7 +259,12 @@ impl Container {
             // SAFETY: liblxc keeps error_string NULL or a valid C string.
             unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned()
         };
-        LxcError { container: self.name.clone(), operation, message: Some(message), errno }
+        LxcError {
+            container: self.name.clone(),
+            operation,
+            message: Some(message),
+            errno,
+        }
     }
 
     /// Returns true when the container has a configuration on disk.
@@ -325,7 +345,14 @@ impl Container {
             // SAFETY: the buffer has length + 1 bytes, as liblxc needs for
             // the value and its NUL.
             let written = unsafe {
-                lxc_call!(self, c, get_config_item, c_key.as_ptr(), buffer.as_mut_ptr().cast(), buffer.len() as c_int)
+                lxc_call!(
+                    self,
+                    c,
+                    get_config_item,
+                    c_key.as_ptr(),
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len() as c_int
+                )
             }?;
             if written < 0 {
                 return Ok(None);
@@ -338,7 +365,9 @@ impl Container {
     /// Writes the configuration to `path`, or to the container's own config
     /// file when `path` is `None`.
     pub fn save_config(&self, path: Option<&Path>) -> Result<(), LxcError> {
-        let c_path = path.map(|path| path_string(&self.name, "save_config", path)).transpose()?;
+        let c_path = path
+            .map(|path| path_string(&self.name, "save_config", path))
+            .transpose()?;
         self.with(|c| {
             let target = c_path.as_ref().map_or(std::ptr::null(), |path| path.as_ptr());
             // SAFETY: live handle under the lock; `target` is NULL or a valid
@@ -429,7 +458,9 @@ impl Container {
     ) -> Result<Container, LxcError> {
         let c_name = c_string(new_name, "clone", "container name", new_name)?;
         let c_path = path_string(new_name, "clone", lxc_path)?;
-        let c_store = backing_store.map(|store| c_string(new_name, "clone", "backing store", store)).transpose()?;
+        let c_store = backing_store
+            .map(|store| c_string(new_name, "clone", "backing store", store))
+            .transpose()?;
         let raw = self.with(|c| {
             let store = c_store.as_ref().map_or(std::ptr::null(), |store| store.as_ptr());
             // SAFETY: live handle under the lock; every string outlives the
@@ -452,7 +483,9 @@ impl Container {
             match NonNull::new(raw) {
                 Some(raw) => Ok(raw),
                 // SAFETY: live handle, lock held, right after the failure.
-                None => Err(unsafe { self.last_error(c, "clone", &format!("could not clone {} into {new_name}", self.name)) }),
+                None => Err(unsafe {
+                    self.last_error(c, "clone", &format!("could not clone {} into {new_name}", self.name))
+                }),
             }
         })?;
         // SAFETY: clone returns a new handle with one reference for the
@@ -590,7 +623,9 @@ pub fn default_lxc_path() -> Option<String> {
 pub fn liblxc_version() -> String {
     let _guard = lock();
     // SAFETY: lxc_get_version returns a static NUL-terminated string.
-    unsafe { CStr::from_ptr(sys::lxc_get_version()) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(sys::lxc_get_version()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Returns true when this liblxc accepts configuration key `key`.

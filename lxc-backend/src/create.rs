@@ -20,8 +20,8 @@ use berth_core::hardware::host_arch;
 use berth_core::progress::{Progress, Step, run_step};
 use berth_core::userdata::render_user_data_for_host;
 use berth_core::{
-    Error, HardwareCharacteristics, Instance, InstanceId, InstanceStatus, InvalidValue, MachineConfig,
-    NetworkConfig, NetworkKind, Result, container_name, write_cloud_init_file,
+    Error, HardwareCharacteristics, Instance, InstanceId, InstanceStatus, InvalidValue, MachineConfig, NetworkConfig,
+    NetworkKind, Result, container_name, write_cloud_init_file,
 };
 
 use crate::cgroup::{first_online_cpus, host_memory_mib, online_cpu_count};
@@ -70,7 +70,9 @@ pub(crate) fn create(
     progress: &dyn Progress,
 ) -> Result<(Instance, HardwareCharacteristics)> {
     let name = container_name(&manager.settings.name, &machine.machine_id)?;
-    let plan = run_step(progress, &name, Step::Validate, || plan(manager, &name, machine, series, network))?;
+    let plan = run_step(progress, &name, Step::Validate, || {
+        plan(manager, &name, machine, series, network)
+    })?;
     tracing::info!(container = name.as_str(), network = %network, "creating container");
     let started = Instant::now();
 
@@ -103,15 +105,20 @@ fn run(
     let step = |step: Step| move |source: BoxError| Error::step(name, step, source);
 
     let directory = run_step(progress, name, Step::Directory, || {
-        fs::create_dir_all(&settings.log_dir).map_err(|error| Error::io("create log directory", &settings.log_dir, error))?;
+        fs::create_dir_all(&settings.log_dir)
+            .map_err(|error| Error::io("create log directory", &settings.log_dir, error))?;
         let directory = settings.dirs.new_directory(name)?;
         undo.push(Undo::Directory(directory.clone()));
         Ok::<_, Error>(directory)
     })?;
 
-    run_step(progress, name, Step::UserData, || write_cloud_init_file(&directory, &plan.user_data))?;
+    run_step(progress, name, Step::UserData, || {
+        write_cloud_init_file(&directory, &plan.user_data)
+    })?;
 
-    let image = run_step(progress, name, Step::Image, || manager.resolve_image(&plan.series).map_err(step(Step::Image)))?;
+    let image = run_step(progress, name, Step::Image, || {
+        manager.resolve_image(&plan.series).map_err(step(Step::Image))
+    })?;
     let template_name = run_step(progress, name, Step::Template, || {
         template::ensure_template(&settings.lxc_path, &image, progress).map_err(step(Step::Template))
     })?
@@ -133,15 +140,29 @@ fn run(
     })?;
 
     run_step(progress, name, Step::Seed, || {
-        seed::write_seed(&container, &settings.lxc_path, &plan.user_data, &plan.meta_data, plan.network_config.as_deref())
-            .map_err(step(Step::Seed))
+        seed::write_seed(
+            &container,
+            &settings.lxc_path,
+            &plan.user_data,
+            &plan.meta_data,
+            plan.network_config.as_deref(),
+        )
+        .map_err(step(Step::Seed))
     })?;
 
     run_step(progress, name, Step::Start, || {
         undo.push(Undo::Start);
         container.start().map_err(|error| {
             let log = directory.join(CONTAINER_LOG);
-            Error::step(name, Step::Start, StartError { source: error, log_errors: last_errors(&log), log })
+            Error::step(
+                name,
+                Step::Start,
+                StartError {
+                    source: error,
+                    log_errors: last_errors(&log),
+                    log,
+                },
+            )
         })
     })?;
 
@@ -180,7 +201,12 @@ fn last_errors(log: &Path) -> Vec<String> {
     let mut errors: Vec<String> = text
         .lines()
         .filter(|line| line.contains(" ERROR "))
-        .map(|line| line.split_once(" ERROR ").map_or(line, |(_, message)| message).trim().to_owned())
+        .map(|line| {
+            line.split_once(" ERROR ")
+                .map_or(line, |(_, message)| message)
+                .trim()
+                .to_owned()
+        })
         .collect();
     let keep = errors.len().saturating_sub(3);
     errors.drain(..keep);
@@ -212,7 +238,11 @@ pub(crate) fn wait_for_state(
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(format!("container is {state:?}, not {wanted:?}, after {} s", timeout.as_secs_f64()).into());
+            return Err(format!(
+                "container is {state:?}, not {wanted:?}, after {} s",
+                timeout.as_secs_f64()
+            )
+            .into());
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
@@ -231,7 +261,9 @@ fn run_undo(manager: &LxcManager, name: &str, undo: Vec<Undo>) -> Vec<String> {
                 })
                 .map_err(|error| format!("stop: {error}")),
             Undo::Clone => remove_clone(name, lxc_path),
-            Undo::Directory(path) => remove_own_directory(&path).map_err(|error| format!("remove {}: {error}", path.display())),
+            Undo::Directory(path) => {
+                remove_own_directory(&path).map_err(|error| format!("remove {}: {error}", path.display()))
+            }
         };
         if let Err(failure) = result {
             tracing::warn!(container = name, failure = failure.as_str(), "undo step failed");
@@ -277,9 +309,16 @@ fn plan(
     let settings = &manager.settings;
     let user_data = render_user_data_for_host(machine, name)?;
 
-    let series = if series.is_empty() { machine.series.clone() } else { series.to_owned() };
+    let series = if series.is_empty() {
+        machine.series.clone()
+    } else {
+        series.to_owned()
+    };
     if matches!(settings.image, crate::image::ImageSource::Simplestreams(_))
-        && (series.is_empty() || !series.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
+        && (series.is_empty()
+            || !series
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
     {
         return Err(InvalidValue::new("series", series, "must be a release name such as bookworm or noble").into());
     }
@@ -314,14 +353,25 @@ fn plan(
 
     // The same name never passes this point twice at once: the container
     // directory, made next with mkdir, is the claim on the name.
-    let existing = Container::new(name, &settings.lxc_path).map_err(|error| Error::step(name, Step::Validate, error))?;
-    let defined = existing.is_defined().map_err(|error| Error::step(name, Step::Validate, error))?;
-    if defined || fs::symlink_metadata(settings.lxc_path.join(name)).is_ok() || fs::symlink_metadata(&directory).is_ok() {
+    let existing =
+        Container::new(name, &settings.lxc_path).map_err(|error| Error::step(name, Step::Validate, error))?;
+    let defined = existing
+        .is_defined()
+        .map_err(|error| Error::step(name, Step::Validate, error))?;
+    if defined || fs::symlink_metadata(settings.lxc_path.join(name)).is_ok() || fs::symlink_metadata(&directory).is_ok()
+    {
         return Err(Error::AlreadyExists { name: name.to_owned() });
     }
 
     let meta_data = seed::meta_data(name);
-    Ok(Plan { user_data, meta_data, network_config, items, hardware, series })
+    Ok(Plan {
+        user_data,
+        meta_data,
+        network_config,
+        items,
+        hardware,
+        series,
+    })
 }
 
 /// Checks that the bridge or host NIC exists before anything is made.
@@ -340,11 +390,16 @@ fn check_host_device(network: &NetworkConfig, problems: &mut Vec<InvalidValue>) 
         (NetworkKind::Bridge, Some(link)) if !link.is_bridge() => problems.push(InvalidValue::new(
             "bridge",
             device,
-            format!("is a {} device, not a bridge", link.kind.as_deref().unwrap_or("physical")),
+            format!(
+                "is a {} device, not a bridge",
+                link.kind.as_deref().unwrap_or("physical")
+            ),
         )),
-        (NetworkKind::Physical, None) => {
-            problems.push(InvalidValue::new("physical device", device, "does not exist on this host"))
-        }
+        (NetworkKind::Physical, None) => problems.push(InvalidValue::new(
+            "physical device",
+            device,
+            "does not exist on this host",
+        )),
         (NetworkKind::Physical, Some(link)) if link.is_bridge() => problems.push(InvalidValue::new(
             "physical device",
             device,
@@ -373,8 +428,14 @@ fn base_items(manager: &LxcManager, name: &str, directory: &Path) -> Vec<(String
         ("lxc.pty.max".into(), MAX_PTYS.to_string()),
         ("lxc.cap.drop".into(), DROPPED_CAPABILITIES.into()),
         ("lxc.start.auto".into(), autostart.into()),
-        ("lxc.console.logfile".into(), directory.join(CONSOLE_LOG).display().to_string()),
-        ("lxc.log.file".into(), directory.join(CONTAINER_LOG).display().to_string()),
+        (
+            "lxc.console.logfile".into(),
+            directory.join(CONSOLE_LOG).display().to_string(),
+        ),
+        (
+            "lxc.log.file".into(),
+            directory.join(CONTAINER_LOG).display().to_string(),
+        ),
         ("lxc.log.level".into(), "INFO".into()),
     ]
 }
@@ -414,11 +475,19 @@ fn network_items(
         return (items, None);
     };
     let Some((address, prefix)) = interface.address.split_once('/') else {
-        problems.push(InvalidValue::new("network-interfaces[0].address", &interface.address, "must be ADDRESS/PREFIX"));
+        problems.push(InvalidValue::new(
+            "network-interfaces[0].address",
+            &interface.address,
+            "must be ADDRESS/PREFIX",
+        ));
         return (items, None);
     };
     let Ok(ip) = address.parse::<IpAddr>() else {
-        problems.push(InvalidValue::new("network-interfaces[0].address", &interface.address, "must be an IP address"));
+        problems.push(InvalidValue::new(
+            "network-interfaces[0].address",
+            &interface.address,
+            "must be an IP address",
+        ));
         return (items, None);
     };
     let family = if ip.is_ipv4() { "ipv4" } else { "ipv6" };
@@ -515,18 +584,26 @@ fn constraint_items(
     if let Some(disk) = constraints.root_disk {
         // NOTE: an overlay clone shares the host's file system, which has no
         // per-container quota, so a root-disk constraint is not enforced.
-        tracing::warn!(root_disk = disk, "root-disk constraint is not enforced for LXC overlay containers");
+        tracing::warn!(
+            root_disk = disk,
+            "root-disk constraint is not enforced for LXC overlay containers"
+        );
     }
     hardware
 }
 
 /// Writes `data` to `path` with `mode`, creating it (never following or
-/// replacing an existing file).
+/// replacing an existing file). The file is not synced: it belongs to a
+/// container that starts right away, and a crash before that start leaves
+/// a create to be destroyed and made again anyway.
 pub(crate) fn write_new_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
     file.write_all(data)?;
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-    file.sync_all()
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
 }
 
 /// Creates `path` and its missing parents with mode 0755.

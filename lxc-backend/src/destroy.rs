@@ -9,8 +9,8 @@
 use std::fs;
 use std::time::Instant;
 
-use berth_core::progress::Step;
 use berth_core::error::BoxError;
+use berth_core::progress::Step;
 use berth_core::{Error, InstanceId, InvalidValue, Result};
 
 use crate::container::{Container, ContainerState};
@@ -25,7 +25,10 @@ pub(crate) fn destroy(manager: &LxcManager, id: &InstanceId) -> Result<()> {
         return Err(InvalidValue::new(
             "container name",
             name,
-            format!("does not belong to manager {:?}: its containers are named {prefix}...", settings.name),
+            format!(
+                "does not belong to manager {:?}: its containers are named {prefix}...",
+                settings.name
+            ),
         )
         .into());
     }
@@ -43,16 +46,27 @@ pub(crate) fn destroy(manager: &LxcManager, id: &InstanceId) -> Result<()> {
         tracing::warn!(container = name, moved_to = ?moved, "container directory is not a directory; moved it aside first");
     }
 
-    let container = Container::new(name, &settings.lxc_path).map_err(|error| Error::step(name, Step::Destroy, error))?;
-    if container.is_defined().map_err(|error| Error::step(name, Step::Destroy, error))? {
+    let container =
+        Container::new(name, &settings.lxc_path).map_err(|error| Error::step(name, Step::Destroy, error))?;
+    if container
+        .is_defined()
+        .map_err(|error| Error::step(name, Step::Destroy, error))?
+    {
         stop(manager, &container).map_err(step(Step::Stop))?;
-        container.destroy().map_err(|error| Error::step(name, Step::Destroy, error))?;
+        container
+            .destroy()
+            .map_err(|error| Error::step(name, Step::Destroy, error))?;
     } else {
         // A directory without a configuration is what a crash in the middle
         // of liblxc's clone or destroy leaves.
         let leftover = settings.lxc_path.join(name);
-        remove_own_directory(&leftover)
-            .map_err(|error| Error::step(name, Step::Destroy, Error::io("remove leftover container directory", leftover, error)))?;
+        remove_own_directory(&leftover).map_err(|error| {
+            Error::step(
+                name,
+                Step::Destroy,
+                Error::io("remove leftover container directory", leftover, error),
+            )
+        })?;
     }
     drop(container);
     crate::container::remove_lock_file(&settings.lxc_path, name);

@@ -10,9 +10,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use berth_core::{Error, Initialiser, InvalidValue, ManagerConfig, Result};
 use berth_core::config::{CONFIG_KEY_LOG_DIR, DEFAULT_LOG_DIR};
 use berth_core::network::{validate_interface_name, validate_mtu};
+use berth_core::{Error, Initialiser, InvalidValue, ManagerConfig, Result};
 
 use crate::bridge;
 use crate::config::{IMAGE_BUSYBOX, KEY_BACKING_STORE, KEY_IMAGE, KEY_LXC_PATH};
@@ -48,9 +48,15 @@ impl LxcInitialiser {
     /// and `backing-store` to know what the manager will need. It removes
     /// no key, so the same configuration can build the manager.
     pub fn new(config: &ManagerConfig) -> Result<Self> {
-        let bridge = config.get(KEY_BRIDGE).filter(|name| !name.is_empty()).map(str::to_owned);
+        let bridge = config
+            .get(KEY_BRIDGE)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned);
         if let Some(name) = &bridge {
-            validate_interface_name(name).map_err(|error| InvalidValue { field: KEY_BRIDGE.into(), ..error })?;
+            validate_interface_name(name).map_err(|error| InvalidValue {
+                field: KEY_BRIDGE.into(),
+                ..error
+            })?;
         }
         let bridge_mtu = match config.get(KEY_BRIDGE_MTU).filter(|value| !value.is_empty()) {
             None => None,
@@ -63,7 +69,10 @@ impl LxcInitialiser {
             }
         };
         let mut packages: Vec<String> = BASE_PACKAGES.iter().map(|name| (*name).to_owned()).collect();
-        if config.get(KEY_IMAGE).is_none_or(|image| image.is_empty() || image == IMAGE_BUSYBOX) {
+        if config
+            .get(KEY_IMAGE)
+            .is_none_or(|image| image.is_empty() || image == IMAGE_BUSYBOX)
+        {
             packages.push(BUSYBOX_PACKAGE.into());
         }
         if config.get(KEY_BACKING_STORE) == Some("copy") {
@@ -74,8 +83,16 @@ impl LxcInitialiser {
             bridge_mtu,
             packages,
             need_overlay: config.get(KEY_BACKING_STORE) != Some("copy"),
-            lxc_path: config.get(KEY_LXC_PATH).filter(|path| !path.is_empty()).map(PathBuf::from),
-            log_dir: PathBuf::from(config.get(CONFIG_KEY_LOG_DIR).filter(|path| !path.is_empty()).unwrap_or(DEFAULT_LOG_DIR)),
+            lxc_path: config
+                .get(KEY_LXC_PATH)
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from),
+            log_dir: PathBuf::from(
+                config
+                    .get(CONFIG_KEY_LOG_DIR)
+                    .filter(|path| !path.is_empty())
+                    .unwrap_or(DEFAULT_LOG_DIR),
+            ),
         })
     }
 
@@ -87,7 +104,8 @@ impl LxcInitialiser {
                 .args(["-W", "-f=${db:Status-Status}", package])
                 .output()
                 .map_err(|error| Error::Host {
-                    message: "could not run dpkg-query to check packages; this initialiser needs a Debian-based host".into(),
+                    message: "could not run dpkg-query to check packages; this initialiser needs a Debian-based host"
+                        .into(),
                     source: Some(Box::new(error)),
                 })?;
             if String::from_utf8_lossy(&output.stdout).trim() != "installed" {
@@ -105,7 +123,10 @@ impl LxcInitialiser {
             .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .output()
-            .map_err(|error| Error::Host { message: "could not run apt-get".into(), source: Some(Box::new(error)) })?;
+            .map_err(|error| Error::Host {
+                message: "could not run apt-get".into(),
+                source: Some(Box::new(error)),
+            })?;
         if !output.status.success() {
             return Err(Error::Host {
                 message: format!(
@@ -122,18 +143,30 @@ impl LxcInitialiser {
     /// Checks the kernel features containers use: namespaces, cgroups and,
     /// for overlay clones, the overlay file system.
     pub fn check_kernel(&self) -> Result<()> {
-        let missing: Vec<&str> =
-            NAMESPACES.iter().copied().filter(|name| !Path::new("/proc/self/ns").join(name).exists()).collect();
+        let missing: Vec<&str> = NAMESPACES
+            .iter()
+            .copied()
+            .filter(|name| !Path::new("/proc/self/ns").join(name).exists())
+            .collect();
         if !missing.is_empty() {
-            return Err(Error::Host { message: format!("the kernel lacks namespaces: {}", missing.join(", ")), source: None });
+            return Err(Error::Host {
+                message: format!("the kernel lacks namespaces: {}", missing.join(", ")),
+                source: None,
+            });
         }
         let cgroups = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         if cgroups.trim().is_empty() {
-            return Err(Error::Host { message: "the kernel has no cgroups (/proc/self/cgroup is empty)".into(), source: None });
+            return Err(Error::Host {
+                message: "the kernel has no cgroups (/proc/self/cgroup is empty)".into(),
+                source: None,
+            });
         }
         if self.need_overlay {
             let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
-            if !filesystems.lines().any(|line| line.split_whitespace().last() == Some("overlay")) {
+            if !filesystems
+                .lines()
+                .any(|line| line.split_whitespace().last() == Some("overlay"))
+            {
                 return Err(Error::Host {
                     message: "the kernel has no overlay file system (load it with modprobe overlay, or set backing-store to copy)".into(),
                     source: None,
@@ -155,7 +188,11 @@ impl Initialiser for LxcInitialiser {
         self.check_kernel()?;
 
         let mut directories = vec![self.log_dir.clone()];
-        directories.extend(self.lxc_path.clone().or_else(|| crate::container::default_lxc_path().map(PathBuf::from)));
+        directories.extend(
+            self.lxc_path
+                .clone()
+                .or_else(|| crate::container::default_lxc_path().map(PathBuf::from)),
+        );
         for directory in directories {
             fs::create_dir_all(&directory).map_err(|error| Error::io("create directory", directory, error))?;
         }

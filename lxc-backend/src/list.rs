@@ -34,7 +34,8 @@ pub(crate) fn list(manager: &LxcManager) -> Result<Vec<Instance>> {
         if !name.starts_with(&prefix) || is_template_name(&name) || validate_container_name(&name).is_err() {
             continue;
         }
-        let container = Container::new(&name, &settings.lxc_path).map_err(|error| Error::step(&name, Step::List, error))?;
+        let container =
+            Container::new(&name, &settings.lxc_path).map_err(|error| Error::step(&name, Step::List, error))?;
         let status = match container.state() {
             Ok(state) => status_of(state),
             Err(error) => {

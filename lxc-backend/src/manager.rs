@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use berth_core::hardware::host_arch;
 use berth_core::error::BoxError;
+use berth_core::hardware::host_arch;
 use berth_core::progress::Progress;
 use berth_core::{
     ContainerDirs, Error, HardwareCharacteristics, Instance, InstanceId, MachineConfig, Manager, ManagerConfig,
@@ -38,7 +38,9 @@ pub struct LxcManager {
 
 impl std::fmt::Debug for LxcManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LxcManager").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("LxcManager")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,30 +95,37 @@ impl LxcManager {
                 let slug = match self.busybox_slug.get() {
                     Some(slug) => slug.clone(),
                     None => {
-                        let content = std::fs::read(&binary).map_err(|error| {
-                            Error::Host {
-                                message: format!(
-                                    "the busybox image needs the static busybox at {}: apt-get install busybox-static",
-                                    binary.display()
-                                ),
-                                source: Some(Box::new(error)),
-                            }
+                        // The binary's size, modification time and inode
+                        // change when the package is upgraded, so they name
+                        // its content without reading 2 MB on every start.
+                        let meta = std::fs::metadata(&binary).map_err(|error| Error::Host {
+                            message: format!(
+                                "the busybox image needs the static busybox at {}: apt-get install busybox-static",
+                                binary.display()
+                            ),
+                            source: Some(Box::new(error)),
                         })?;
-                        let version = busybox::LAYOUT_VERSION.to_le_bytes();
-                        let slug = format!("busybox-{}", short_hash(&[&version, &content]));
+                        let slug = format!(
+                            "busybox-{}",
+                            short_hash(&[
+                                &busybox::LAYOUT_VERSION.to_le_bytes(),
+                                &meta.len().to_le_bytes(),
+                                &modified_nanos(&meta).to_le_bytes(),
+                                &std::os::unix::fs::MetadataExt::ino(&meta).to_le_bytes(),
+                            ])
+                        );
                         self.busybox_slug.get_or_init(|| slug).clone()
                     }
                 };
-                Ok(ResolvedImage { slug, content: RootfsContent::Busybox(binary) })
+                Ok(ResolvedImage {
+                    slug,
+                    content: RootfsContent::Busybox(binary),
+                })
             }
             ImageSource::Tarball(path) => {
-                let meta = std::fs::metadata(path)
-                    .map_err(|error| Error::io("read image tarball", path.clone(), error))?;
-                let modified = meta
-                    .modified()
-                    .ok()
-                    .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0, |time| time.as_nanos());
+                let meta =
+                    std::fs::metadata(path).map_err(|error| Error::io("read image tarball", path.clone(), error))?;
+                let modified = modified_nanos(&meta);
                 let stem = path.file_name().and_then(|name| name.to_str()).unwrap_or("rootfs");
                 let stem = stem.split(".t").next().unwrap_or(stem);
                 let hash = short_hash(&[
@@ -124,7 +133,10 @@ impl LxcManager {
                     &meta.len().to_le_bytes(),
                     &modified.to_le_bytes(),
                 ]);
-                Ok(ResolvedImage { slug: format!("{}-{hash}", slug_part(stem)), content: RootfsContent::Tarball(path.clone()) })
+                Ok(ResolvedImage {
+                    slug: format!("{}-{hash}", slug_part(stem)),
+                    content: RootfsContent::Tarball(path.clone()),
+                })
             }
             ImageSource::Simplestreams(url) => {
                 let mut lookups = self.lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -155,6 +167,15 @@ impl LxcManager {
             }
         }
     }
+}
+
+/// Returns the modification time of a file in nanoseconds since the epoch,
+/// or 0 when the file system does not record it.
+fn modified_nanos(meta: &std::fs::Metadata) -> u128 {
+    meta.modified()
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |time| time.as_nanos())
 }
 
 impl Manager for LxcManager {

@@ -37,11 +37,17 @@ pub fn network_config(interface: &InterfaceInfo, mac: Option<&str>) -> String {
     }
     text.push_str(&format!("    addresses: [{}]\n", quote(&interface.address)));
     if let Some(gateway) = &interface.gateway {
-        text.push_str(&format!("    routes:\n      - to: default\n        via: {}\n", quote(gateway)));
+        text.push_str(&format!(
+            "    routes:\n      - to: default\n        via: {}\n",
+            quote(gateway)
+        ));
     }
     if !interface.dns_servers.is_empty() {
         let servers: Vec<String> = interface.dns_servers.iter().map(|server| quote(server)).collect();
-        text.push_str(&format!("    nameservers:\n      addresses: [{}]\n", servers.join(", ")));
+        text.push_str(&format!(
+            "    nameservers:\n      addresses: [{}]\n",
+            servers.join(", ")
+        ));
     }
     if let Some(mtu) = interface.mtu {
         text.push_str(&format!("    mtu: {mtu}\n"));
@@ -108,7 +114,10 @@ mod tests {
 
     #[test]
     fn meta_data_quotes_name() {
-        assert_eq!(meta_data("juju-machine-0"), "instance-id: \"juju-machine-0\"\nlocal-hostname: \"juju-machine-0\"\n");
+        assert_eq!(
+            meta_data("juju-machine-0"),
+            "instance-id: \"juju-machine-0\"\nlocal-hostname: \"juju-machine-0\"\n"
+        );
     }
 
     #[test]

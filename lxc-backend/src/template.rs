@@ -97,7 +97,11 @@ static BUILD_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Returns the name of the template of `image` in `lxc_path`, building it
 /// first when it does not exist. Returns whether this call built it.
-pub fn ensure_template(lxc_path: &Path, image: &ResolvedImage, progress: &dyn Progress) -> Result<(String, bool), BoxError> {
+pub fn ensure_template(
+    lxc_path: &Path,
+    image: &ResolvedImage,
+    progress: &dyn Progress,
+) -> Result<(String, bool), BoxError> {
     let template = template_name(&image.slug);
     if template_exists(lxc_path, &template) {
         return Ok((template, false));
@@ -124,7 +128,14 @@ pub fn ensure_template(lxc_path: &Path, image: &ResolvedImage, progress: &dyn Pr
         return Err(error);
     }
     let final_dir = lxc_path.join(&template);
-    renameat2(AT_FDCWD, &build_dir, AT_FDCWD, &final_dir, RenameFlags::RENAME_NOREPLACE).map_err(|errno| {
+    renameat2(
+        AT_FDCWD,
+        &build_dir,
+        AT_FDCWD,
+        &final_dir,
+        RenameFlags::RENAME_NOREPLACE,
+    )
+    .map_err(|errno| {
         let _ = fs::remove_dir_all(&build_dir);
         io_error("rename finished template to", &final_dir)(io::Error::from(errno))
     })?;
@@ -132,11 +143,23 @@ pub fn ensure_template(lxc_path: &Path, image: &ResolvedImage, progress: &dyn Pr
     Ok((template, true))
 }
 
-fn build(lxc_path: &Path, building: &str, template: &str, image: &ResolvedImage, progress: &dyn Progress) -> Result<(), BoxError> {
+fn build(
+    lxc_path: &Path,
+    building: &str,
+    template: &str,
+    image: &ResolvedImage,
+    progress: &dyn Progress,
+) -> Result<(), BoxError> {
     let build_dir = lxc_path.join(building);
     let rootfs = build_dir.join("rootfs");
-    fs::DirBuilder::new().mode(0o770).create(&build_dir).map_err(io_error("create template directory", &build_dir))?;
-    fs::DirBuilder::new().mode(0o755).create(&rootfs).map_err(io_error("create template rootfs", &rootfs))?;
+    fs::DirBuilder::new()
+        .mode(0o770)
+        .create(&build_dir)
+        .map_err(io_error("create template directory", &build_dir))?;
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&rootfs)
+        .map_err(io_error("create template rootfs", &rootfs))?;
     image.unpack(&rootfs, progress)?;
 
     // The configuration already names the final directory, so the rename

@@ -37,7 +37,8 @@ fn eight_creates_build_template_once() {
 
     let threads: Vec<_> = (0..8)
         .map(|index| {
-            let (manager, network, recorder, barrier) = (manager.clone(), network.clone(), recorder.clone(), barrier.clone());
+            let (manager, network, recorder, barrier) =
+                (manager.clone(), network.clone(), recorder.clone(), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
                 manager.create_container_with_progress(&machine(&index.to_string()), "", &network, &recorder)
@@ -45,23 +46,43 @@ fn eight_creates_build_template_once() {
         })
         .collect();
     for (index, thread) in threads.into_iter().enumerate() {
-        let (instance, _) = thread.join().unwrap().unwrap_or_else(|error| panic!("create {index}: {error:?}"));
+        let (instance, _) = thread
+            .join()
+            .unwrap()
+            .unwrap_or_else(|error| panic!("create {index}: {error:?}"));
         assert_eq!(instance.status, InstanceStatus::Running);
     }
 
     // Unpacking reports the archive's bytes; one unpack means one build.
     let archive_text = archive.display().to_string();
     let size = std::fs::metadata(&archive).unwrap().len();
-    let unpacks = recorder.bytes.lock().unwrap().iter().filter(|(what, done, _)| *what == archive_text && *done == size).count();
+    let unpacks = recorder
+        .bytes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(what, done, _)| *what == archive_text && *done == size)
+        .count();
     assert_eq!(unpacks, 1, "the template was unpacked {unpacks} times");
     let lxc_entries = entries(&env.lxc_path());
-    let templates: Vec<&String> = lxc_entries.iter().filter(|name| name.starts_with(TEMPLATE_PREFIX)).collect();
+    let templates: Vec<&String> = lxc_entries
+        .iter()
+        .filter(|name| name.starts_with(TEMPLATE_PREFIX))
+        .collect();
     assert_eq!(templates.len(), 1, "templates {templates:?}");
-    assert!(!lxc_entries.iter().any(|name| name.starts_with(BUILDING_PREFIX)), "unfinished build left: {lxc_entries:?}");
+    assert!(
+        !lxc_entries.iter().any(|name| name.starts_with(BUILDING_PREFIX)),
+        "unfinished build left: {lxc_entries:?}"
+    );
     assert_eq!(manager.list_containers().unwrap().len(), 8);
     for index in 0..8 {
-        assert_eq!(state(&env.lxc_path(), &format!("juju-machine-{index}")), ContainerState::Running);
-        manager.destroy_container(&InstanceId::new(format!("juju-machine-{index}")).unwrap()).unwrap();
+        assert_eq!(
+            state(&env.lxc_path(), &format!("juju-machine-{index}")),
+            ContainerState::Running
+        );
+        manager
+            .destroy_container(&InstanceId::new(format!("juju-machine-{index}")).unwrap())
+            .unwrap();
     }
 }
 
@@ -82,11 +103,17 @@ fn sixteen_threads_create_and_destroy() {
         })
         .collect();
     for (index, thread) in threads.into_iter().enumerate() {
-        thread.join().unwrap().unwrap_or_else(|error| panic!("create {index}: {error:?}"));
+        thread
+            .join()
+            .unwrap()
+            .unwrap_or_else(|error| panic!("create {index}: {error:?}"));
     }
     let listed = manager.list_containers().unwrap();
     assert_eq!(listed.len(), 16);
-    assert!(listed.iter().all(|instance| instance.status == InstanceStatus::Running), "{listed:?}");
+    assert!(
+        listed.iter().all(|instance| instance.status == InstanceStatus::Running),
+        "{listed:?}"
+    );
     assert_eq!(common::bridge_ports(&env.bridge).len(), 16);
 
     let barrier = Arc::new(Barrier::new(16));
@@ -127,8 +154,13 @@ fn same_name_race_has_one_winner() {
     let winners = results.iter().filter(|result| result.is_ok()).count();
     assert_eq!(winners, 1, "{results:?}");
     let loser = results.into_iter().find_map(Result::err).unwrap();
-    assert!(matches!(&loser, Error::AlreadyExists { name } if name == "juju-machine-3"), "{loser:?}");
+    assert!(
+        matches!(&loser, Error::AlreadyExists { name } if name == "juju-machine-3"),
+        "{loser:?}"
+    );
     assert_eq!(state(&env.lxc_path(), "juju-machine-3"), ContainerState::Running);
     assert!(env.dirs().containers_root().join("juju-machine-3/cloud-init").exists());
-    manager.destroy_container(&InstanceId::new("juju-machine-3").unwrap()).unwrap();
+    manager
+        .destroy_container(&InstanceId::new("juju-machine-3").unwrap())
+        .unwrap();
 }

@@ -20,7 +20,10 @@ fn initialiser_is_idempotent() {
         .with(KEY_LXC_PATH, env.base.join("new-lxc-path").to_str().unwrap())
         .with(KEY_LOG_DIR, log_dir.to_str().unwrap());
     let initialiser = LxcInitialiser::new(&config).unwrap();
-    assert!(initialiser.missing_packages().unwrap().is_empty(), "this host should have liblxc and busybox-static");
+    assert!(
+        initialiser.missing_packages().unwrap().is_empty(),
+        "this host should have liblxc and busybox-static"
+    );
 
     initialiser.initialise().unwrap();
     let first = bridge::link(&env.bridge).unwrap().expect("bridge created");
@@ -38,7 +41,12 @@ fn initialiser_is_idempotent() {
 #[test]
 fn initialiser_rejects_bad_bridge_settings() {
     common::require_root();
-    for (key, value) in [(KEY_BRIDGE, "name/with/slash"), (KEY_BRIDGE, "sixteen-chars-xx"), (KEY_BRIDGE_MTU, "big"), (KEY_BRIDGE_MTU, "10")] {
+    for (key, value) in [
+        (KEY_BRIDGE, "name/with/slash"),
+        (KEY_BRIDGE, "sixteen-chars-xx"),
+        (KEY_BRIDGE_MTU, "big"),
+        (KEY_BRIDGE_MTU, "10"),
+    ] {
         let config = ManagerConfig::new().with(KEY_BRIDGE, "btok").with(key, value);
         let error = LxcInitialiser::new(&config).unwrap_err();
         assert!(error.is_invalid_input(), "{key}={value}: {error:?}");
@@ -49,8 +57,14 @@ fn initialiser_rejects_bad_bridge_settings() {
 fn bridge_helpers_round_trip() {
     let env = TestEnv::without_bridge("brhelp");
     assert!(bridge::link(&env.bridge).unwrap().is_none());
-    assert!(bridge::ensure_bridge(&env.bridge, Some(9000)).unwrap(), "first call creates");
-    assert!(!bridge::ensure_bridge(&env.bridge, Some(1500)).unwrap(), "second call leaves it");
+    assert!(
+        bridge::ensure_bridge(&env.bridge, Some(9000)).unwrap(),
+        "first call creates"
+    );
+    assert!(
+        !bridge::ensure_bridge(&env.bridge, Some(1500)).unwrap(),
+        "second call leaves it"
+    );
     assert_eq!(bridge::link(&env.bridge).unwrap().unwrap().mtu, 9000);
     bridge::set_mtu(&env.bridge, 4000).unwrap();
     assert_eq!(bridge::link(&env.bridge).unwrap().unwrap().mtu, 4000);
@@ -66,6 +80,9 @@ fn bridge_helpers_round_trip() {
     assert!(bridge::link(&b).unwrap().is_none(), "deleting one end deletes the pair");
 
     assert!(bridge::delete_bridge(&env.bridge).unwrap());
-    assert!(!bridge::delete_bridge(&env.bridge).unwrap(), "deleting a missing bridge reports false");
+    assert!(
+        !bridge::delete_bridge(&env.bridge).unwrap(),
+        "deleting a missing bridge reports false"
+    );
     assert!(bridge::link(&env.bridge).unwrap().is_none());
 }

@@ -41,19 +41,33 @@ fn gzip_and_zstd_tarballs_run() {
     let env = TestEnv::new("tarball", None);
     let plain = busybox_tar(&env.base);
     let mut gzip = Vec::new();
-    flate2::read::GzEncoder::new(&plain[..], flate2::Compression::fast()).read_to_end(&mut gzip).unwrap();
+    flate2::read::GzEncoder::new(&plain[..], flate2::Compression::fast())
+        .read_to_end(&mut gzip)
+        .unwrap();
     let zstd = zstd::encode_all(&plain[..], 3).unwrap();
     let network = NetworkConfig::bridge(&env.bridge).unwrap();
-    for (index, (file, bytes)) in [("rootfs.tar.gz", gzip), ("rootfs.tar.zst", zstd)].into_iter().enumerate() {
+    for (index, (file, bytes)) in [("rootfs.tar.gz", gzip), ("rootfs.tar.zst", zstd)]
+        .into_iter()
+        .enumerate()
+    {
         let archive = env.base.join(file);
         std::fs::write(&archive, bytes).unwrap();
         let manager = LxcManager::new(env.config("juju").with(KEY_IMAGE, archive.to_str().unwrap())).unwrap();
-        manager.create_container(&machine(&index.to_string()), "", &network).unwrap();
+        manager
+            .create_container(&machine(&index.to_string()), "", &network)
+            .unwrap();
         let name = format!("juju-machine-{index}");
-        assert_eq!(attach(&env.lxc_path(), &name, &["cat", "/etc/image-marker"]), "from a tarball\n", "{file}");
+        assert_eq!(
+            attach(&env.lxc_path(), &name, &["cat", "/etc/image-marker"]),
+            "from a tarball\n",
+            "{file}"
+        );
         manager.destroy_container(&InstanceId::new(name).unwrap()).unwrap();
     }
-    let templates = entries(&env.lxc_path()).into_iter().filter(|name| name.starts_with(TEMPLATE_PREFIX)).count();
+    let templates = entries(&env.lxc_path())
+        .into_iter()
+        .filter(|name| name.starts_with(TEMPLATE_PREFIX))
+        .count();
     assert_eq!(templates, 2, "one template per image");
 }
 
@@ -170,13 +184,25 @@ fn simplestreams_download_checked_and_cached() {
 
     let manager = LxcManager::new(image_config(&env, &server, &env.lxc_path(), &cache)).unwrap();
     let recorder = Recorder::default();
-    manager.create_container_with_progress(&machine("0"), "bookworm", &network, &recorder).unwrap();
+    manager
+        .create_container_with_progress(&machine("0"), "bookworm", &network, &recorder)
+        .unwrap();
     assert_eq!(state(&env.lxc_path(), "juju-machine-0"), ContainerState::Running);
-    assert_eq!(attach(&env.lxc_path(), "juju-machine-0", &["cat", "/etc/image-marker"]), "from a tarball\n");
+    assert_eq!(
+        attach(&env.lxc_path(), "juju-machine-0", &["cat", "/etc/image-marker"]),
+        "from a tarball\n"
+    );
     assert_eq!(server.hits(rootfs_path), 1);
     assert!(cache.join(format!("{sha}.tar.xz")).is_file(), "download not cached");
     let url = format!("{}{rootfs_path}", server.url);
-    let downloads: Vec<_> = recorder.bytes.lock().unwrap().iter().filter(|(what, ..)| *what == url).cloned().collect();
+    let downloads: Vec<_> = recorder
+        .bytes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(what, ..)| *what == url)
+        .cloned()
+        .collect();
     assert!(downloads.len() >= 2, "download progress {downloads:?}");
     assert_eq!(downloads.last().unwrap().1, rootfs.len() as u64);
     assert_eq!(downloads.last().unwrap().2, Some(rootfs.len() as u64));
@@ -187,8 +213,12 @@ fn simplestreams_download_checked_and_cached() {
     let second = LxcManager::new(image_config(&env, &server, &second_path, &cache)).unwrap();
     second.create_container(&machine("1"), "bookworm", &network).unwrap();
     assert_eq!(server.hits(rootfs_path), 1, "the cached image was downloaded again");
-    second.destroy_container(&InstanceId::new("juju-machine-1").unwrap()).unwrap();
-    manager.destroy_container(&InstanceId::new("juju-machine-0").unwrap()).unwrap();
+    second
+        .destroy_container(&InstanceId::new("juju-machine-1").unwrap())
+        .unwrap();
+    manager
+        .destroy_container(&InstanceId::new("juju-machine-0").unwrap())
+        .unwrap();
 
     // A release the server does not have is named in the error.
     let error = manager.create_container(&machine("2"), "trixie", &network).unwrap_err();
@@ -209,13 +239,24 @@ fn simplestreams_bad_checksum_and_redirect_rejected() {
     server.put(rootfs_path, rootfs.clone());
     server.publish(rootfs_path, &"ab".repeat(32), rootfs.len());
     let manager = LxcManager::new(image_config(&env, &server, &env.lxc_path(), &cache)).unwrap();
-    let error = manager.create_container(&machine("0"), "bookworm", &network).unwrap_err();
-    let Error::Step { step, .. } = &error else { panic!("expected a step error, got {error:?}") };
+    let error = manager
+        .create_container(&machine("0"), "bookworm", &network)
+        .unwrap_err();
+    let Error::Step { step, .. } = &error else {
+        panic!("expected a step error, got {error:?}")
+    };
     assert_eq!(*step, Step::Template);
     let text = berth_core::error::error_chain(&error);
     assert!(text.contains("SHA-256"), "{text}");
-    assert!(entries(&cache).is_empty(), "a corrupt download entered the cache: {:?}", entries(&cache));
-    let left: Vec<String> = entries(&env.lxc_path()).into_iter().filter(|name| !name.starts_with('.')).collect();
+    assert!(
+        entries(&cache).is_empty(),
+        "a corrupt download entered the cache: {:?}",
+        entries(&cache)
+    );
+    let left: Vec<String> = entries(&env.lxc_path())
+        .into_iter()
+        .filter(|name| !name.starts_with('.'))
+        .collect();
     assert!(left.is_empty(), "lxc path holds {left:?}");
     assert!(!env.dirs().containers_root().join("juju-machine-0").exists());
 
@@ -223,7 +264,9 @@ fn simplestreams_bad_checksum_and_redirect_rejected() {
     let sha = hex::encode(Sha256::digest(&rootfs));
     server.publish("/redirect/rootfs.tar.xz", &sha, rootfs.len());
     let manager = LxcManager::new(image_config(&env, &server, &env.lxc_path(), &cache)).unwrap();
-    let error = manager.create_container(&machine("0"), "bookworm", &network).unwrap_err();
+    let error = manager
+        .create_container(&machine("0"), "bookworm", &network)
+        .unwrap_err();
     let text = berth_core::error::error_chain(&error);
     assert!(text.contains("redirect/rootfs.tar.xz"), "{text}");
     assert_eq!(server.hits("/elsewhere"), 0);

@@ -19,7 +19,9 @@ fn create_runs_and_destroy_cleans_up() {
     let network = NetworkConfig::bridge(&env.bridge).unwrap();
     let recorder = Recorder::default();
 
-    let (instance, hardware) = manager.create_container_with_progress(&machine("1/lxc/0"), "bookworm", &network, &recorder).unwrap();
+    let (instance, hardware) = manager
+        .create_container_with_progress(&machine("1/lxc/0"), "bookworm", &network, &recorder)
+        .unwrap();
     let name = "juju-machine-1-lxc-0";
     assert_eq!(instance.id.as_str(), name);
     assert_eq!(instance.status, InstanceStatus::Running);
@@ -31,7 +33,18 @@ fn create_runs_and_destroy_cleans_up() {
     let steps = recorder.steps.lock().unwrap().clone();
     assert_eq!(
         steps,
-        [Step::Validate, Step::Directory, Step::UserData, Step::Image, Step::Template, Step::Clone, Step::Configure, Step::Seed, Step::Start, Step::Wait]
+        [
+            Step::Validate,
+            Step::Directory,
+            Step::UserData,
+            Step::Image,
+            Step::Template,
+            Step::Clone,
+            Step::Configure,
+            Step::Seed,
+            Step::Start,
+            Step::Wait
+        ]
     );
 
     // A command inside the container reads its hostname and the seed.
@@ -40,22 +53,43 @@ fn create_runs_and_destroy_cleans_up() {
     let user_data = fs::read(container_dir.join("cloud-init")).unwrap();
     assert!(user_data.starts_with(b"#cloud-config\n"));
     let inside = attach(&env.lxc_path(), name, &["cat", &format!("/{SEED_DIR}/user-data")]);
-    assert_eq!(inside.as_bytes(), user_data.as_slice(), "seed user-data differs from the container directory's cloud-init");
+    assert_eq!(
+        inside.as_bytes(),
+        user_data.as_slice(),
+        "seed user-data differs from the container directory's cloud-init"
+    );
     let meta = attach(&env.lxc_path(), name, &["cat", &format!("/{SEED_DIR}/meta-data")]);
     assert_eq!(meta, format!("instance-id: \"{name}\"\nlocal-hostname: \"{name}\"\n"));
     // The host log directory is bind-mounted at the machine's log directory.
     fs::write(env.log_dir().join("probe.log"), "from host").unwrap();
-    assert_eq!(attach(&env.lxc_path(), name, &["cat", "/var/log/juju/probe.log"]), "from host");
-    assert!(container_dir.join(CONSOLE_LOG).exists(), "no console log in {}", container_dir.display());
-    assert!(container_dir.join(CONTAINER_LOG).exists(), "no container log in {}", container_dir.display());
+    assert_eq!(
+        attach(&env.lxc_path(), name, &["cat", "/var/log/juju/probe.log"]),
+        "from host"
+    );
+    assert!(
+        container_dir.join(CONSOLE_LOG).exists(),
+        "no console log in {}",
+        container_dir.display()
+    );
+    assert!(
+        container_dir.join(CONTAINER_LOG).exists(),
+        "no container log in {}",
+        container_dir.display()
+    );
     let ports = common::bridge_ports(&env.bridge);
     assert_eq!(ports.len(), 1, "bridge ports {ports:?}");
 
     manager.destroy_container(&InstanceId::new(name).unwrap()).unwrap();
-    let left: Vec<String> = entries(&env.lxc_path()).into_iter().filter(|entry| !entry.starts_with(TEMPLATE_PREFIX)).collect();
+    let left: Vec<String> = entries(&env.lxc_path())
+        .into_iter()
+        .filter(|entry| !entry.starts_with(TEMPLATE_PREFIX))
+        .collect();
     assert_eq!(left, [LOCK_DIR], "the lxc path still holds container files");
     assert!(!container_dir.exists());
-    assert!(env.dirs().removed_root().join(name).join("cloud-init").exists(), "directory not moved aside");
+    assert!(
+        env.dirs().removed_root().join(name).join("cloud-init").exists(),
+        "directory not moved aside"
+    );
     assert!(common::bridge_ports(&env.bridge).is_empty(), "veth left on the bridge");
     for lock in entries(&env.lxc_path().join(LOCK_DIR)) {
         let file = fs::File::open(env.lxc_path().join(LOCK_DIR).join(&lock)).unwrap();

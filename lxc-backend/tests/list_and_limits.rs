@@ -16,14 +16,25 @@ fn list_shows_own_containers_with_state() {
     let other = LxcManager::new(env.config("jujux")).unwrap();
     let network = NetworkConfig::bridge(&env.bridge).unwrap();
 
-    manager.create_container(&machine_with_address("0", "10.254.7.2/24"), "", &network).unwrap();
-    manager.create_container(&machine_with_address("1", "10.254.7.3/24"), "", &network).unwrap();
+    manager
+        .create_container(&machine_with_address("0", "10.254.7.2/24"), "", &network)
+        .unwrap();
+    manager
+        .create_container(&machine_with_address("1", "10.254.7.3/24"), "", &network)
+        .unwrap();
     other.create_container(&machine("0"), "", &network).unwrap();
-    Container::new("juju-machine-1", &env.lxc_path()).unwrap().stop().unwrap();
+    Container::new("juju-machine-1", &env.lxc_path())
+        .unwrap()
+        .stop()
+        .unwrap();
 
     let listed = manager.list_containers().unwrap();
     let names: Vec<&str> = listed.iter().map(|instance| instance.id.as_str()).collect();
-    assert_eq!(names, ["juju-machine-0", "juju-machine-1"], "templates and other managers' containers must not be listed");
+    assert_eq!(
+        names,
+        ["juju-machine-0", "juju-machine-1"],
+        "templates and other managers' containers must not be listed"
+    );
     assert_eq!(listed[0].status, InstanceStatus::Running);
     assert_eq!(listed[0].addresses, ["10.254.7.2".parse::<IpAddr>().unwrap()]);
     assert_eq!(listed[1].status, InstanceStatus::Stopped);
@@ -35,7 +46,9 @@ fn list_shows_own_containers_with_state() {
     for name in ["juju-machine-0", "juju-machine-1"] {
         manager.destroy_container(&InstanceId::new(name).unwrap()).unwrap();
     }
-    other.destroy_container(&InstanceId::new("jujux-machine-0").unwrap()).unwrap();
+    other
+        .destroy_container(&InstanceId::new("jujux-machine-0").unwrap())
+        .unwrap();
     assert!(manager.list_containers().unwrap().is_empty());
 }
 
@@ -44,10 +57,17 @@ fn cgroup_file(pid: i32, controller: &str, file: &str) -> String {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let line = cgroups
         .lines()
-        .find(|line| line.split(':').nth(1).is_some_and(|names| names.split(',').any(|name| name == controller)))
+        .find(|line| {
+            line.split(':')
+                .nth(1)
+                .is_some_and(|names| names.split(',').any(|name| name == controller))
+        })
         .unwrap_or_else(|| panic!("no {controller} cgroup in {cgroups}"));
     let path = line.splitn(3, ':').nth(2).unwrap();
-    std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}{path}/{file}")).unwrap().trim().to_owned()
+    std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}{path}/{file}"))
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 #[test]
@@ -65,14 +85,29 @@ fn constraints_become_cgroup_limits() {
     assert_eq!(hardware.cpu_cores, Some(1));
     assert_eq!(hardware.cpu_power, Some(50));
     assert_eq!(hardware.virt_type.as_deref(), Some("lxc"));
-    assert_eq!(hardware.to_string(), format!("arch={} cpu-cores=1 cpu-power=50 mem=256M virt-type=lxc", berth_core::hardware::host_arch()));
+    assert_eq!(
+        hardware.to_string(),
+        format!(
+            "arch={} cpu-cores=1 cpu-power=50 mem=256M virt-type=lxc",
+            berth_core::hardware::host_arch()
+        )
+    );
 
     // This host runs memory, cpuset and cpu on cgroup v1 hierarchies.
-    let pid = Container::new("juju-machine-0", &env.lxc_path()).unwrap().init_pid().unwrap().unwrap();
-    assert_eq!(cgroup_file(pid, "memory", "memory.limit_in_bytes"), (256u64 << 20).to_string());
+    let pid = Container::new("juju-machine-0", &env.lxc_path())
+        .unwrap()
+        .init_pid()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        cgroup_file(pid, "memory", "memory.limit_in_bytes"),
+        (256u64 << 20).to_string()
+    );
     assert_eq!(cgroup_file(pid, "cpuset", "cpuset.cpus"), "0");
     assert_eq!(cgroup_file(pid, "cpu", "cpu.cfs_quota_us"), "50000");
-    manager.destroy_container(&InstanceId::new("juju-machine-0").unwrap()).unwrap();
+    manager
+        .destroy_container(&InstanceId::new("juju-machine-0").unwrap())
+        .unwrap();
 }
 
 #[test]
@@ -88,7 +123,11 @@ fn impossible_constraints_rejected_up_front() {
     assert!(error.is_invalid_input(), "{error:?}");
     assert!(text.contains("constraints.cpu-cores"), "{text}");
     assert!(text.contains("constraints.arch"), "{text}");
-    assert!(common::entries(&env.lxc_path()).is_empty(), "something was made: {:?}", common::entries(&env.lxc_path()));
+    assert!(
+        common::entries(&env.lxc_path()).is_empty(),
+        "something was made: {:?}",
+        common::entries(&env.lxc_path())
+    );
 }
 
 #[test]
@@ -100,7 +139,9 @@ fn bad_names_rejected_before_anything() {
     }
     let long = format!("a{}", "b".repeat(53));
     let manager = LxcManager::new(env.config(&long)).unwrap();
-    let error = manager.create_container(&machine("0"), "", &NetworkConfig::bridge(&env.bridge).unwrap()).unwrap_err();
+    let error = manager
+        .create_container(&machine("0"), "", &NetworkConfig::bridge(&env.bridge).unwrap())
+        .unwrap_err();
     assert!(error.to_string().contains("at most 63"), "{error}");
     assert!(common::entries(&env.lxc_path()).is_empty());
     assert!(!env.dirs().containers_root().exists());

@@ -8,10 +8,17 @@ use berth_lxc_sys as sys;
 fn linked_version_matches_header() {
     // SAFETY: lxc_get_version takes no arguments and returns a pointer to a
     // static NUL-terminated string owned by liblxc.
-    let version = unsafe { CStr::from_ptr(sys::lxc_get_version()) }.to_str().unwrap().to_owned();
+    let version = unsafe { CStr::from_ptr(sys::lxc_get_version()) }
+        .to_str()
+        .unwrap()
+        .to_owned();
     let header = CStr::from_bytes_with_nul(sys::LXC_VERSION).unwrap().to_str().unwrap();
     let major = |text: &str| text.split('.').next().unwrap().to_owned();
-    assert_eq!(major(&version), major(header), "liblxc {version} linked, bindings made from {header} headers");
+    assert_eq!(
+        major(&version),
+        major(header),
+        "liblxc {version} linked, bindings made from {header} headers"
+    );
     assert_eq!(major(&version), sys::LXC_VERSION_MAJOR.to_string());
 }
 
@@ -30,7 +37,10 @@ fn container_struct_round_trip() {
     assert!(!defined, "a fresh lxc path holds no container");
     // SAFETY: reading the name field of the live handle; liblxc set it to a
     // copy of the name passed in.
-    let name = unsafe { CStr::from_ptr((*container).name) }.to_str().unwrap().to_owned();
+    let name = unsafe { CStr::from_ptr((*container).name) }
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(name, "berth-sys-probe");
     // SAFETY: drops the one reference lxc_container_new returned.
     let freed = unsafe { sys::lxc_container_put(container) };

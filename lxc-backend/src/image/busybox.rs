@@ -21,11 +21,11 @@ pub const LAYOUT_VERSION: u32 = 1;
 
 /// Applets linked in `bin`. Each is present in Debian's busybox-static.
 const BIN_APPLETS: &[&str] = &[
-    "[", "[[", "ash", "awk", "basename", "cat", "chmod", "chown", "cp", "cut", "date", "dd", "df", "dirname",
-    "dmesg", "du", "echo", "env", "false", "find", "free", "grep", "gunzip", "gzip", "head", "hostname", "id",
-    "kill", "ln", "ls", "mkdir", "mknod", "mktemp", "more", "mount", "mv", "nc", "ping", "printf", "ps", "pwd",
-    "readlink", "rm", "rmdir", "sed", "sh", "sleep", "sort", "stat", "sync", "tail", "tar", "tee", "test",
-    "touch", "tr", "true", "umount", "uname", "uniq", "vi", "wc", "wget", "which", "xargs", "yes",
+    "[", "[[", "ash", "awk", "basename", "cat", "chmod", "chown", "cp", "cut", "date", "dd", "df", "dirname", "dmesg",
+    "du", "echo", "env", "false", "find", "free", "grep", "gunzip", "gzip", "head", "hostname", "id", "kill", "ln",
+    "ls", "mkdir", "mknod", "mktemp", "more", "mount", "mv", "nc", "ping", "printf", "ps", "pwd", "readlink", "rm",
+    "rmdir", "sed", "sh", "sleep", "sort", "stat", "sync", "tail", "tar", "tee", "test", "touch", "tr", "true",
+    "umount", "uname", "uniq", "vi", "wc", "wget", "which", "xargs", "yes",
 ];
 
 /// Applets linked in `sbin`.
@@ -95,7 +95,11 @@ pub fn build_rootfs(busybox: &Path, rootfs: &Path) -> io::Result<()> {
     write_file(&rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n", 0o644)?;
     write_file(&rootfs.join("etc/group"), "root:x:0:\n", 0o644)?;
     write_file(&rootfs.join("etc/hosts"), "127.0.0.1 localhost\n::1 localhost\n", 0o644)?;
-    write_file(&rootfs.join("etc/os-release"), "NAME=busybox\nID=busybox\nPRETTY_NAME=\"busybox (berth)\"\n", 0o644)?;
+    write_file(
+        &rootfs.join("etc/os-release"),
+        "NAME=busybox\nID=busybox\nPRETTY_NAME=\"busybox (berth)\"\n",
+        0o644,
+    )?;
     Ok(())
 }
 
@@ -106,15 +110,24 @@ mod tests {
     #[test]
     fn rootfs_layout() {
         let busybox = Path::new(DEFAULT_BUSYBOX);
-        assert!(busybox.exists(), "{DEFAULT_BUSYBOX} is missing: apt-get install busybox-static");
+        assert!(
+            busybox.exists(),
+            "{DEFAULT_BUSYBOX} is missing: apt-get install busybox-static"
+        );
         let dir = tempfile::tempdir().unwrap();
         build_rootfs(busybox, dir.path()).unwrap();
         assert_eq!(fs::read_link(dir.path().join("bin/sh")).unwrap(), Path::new("busybox"));
-        assert_eq!(fs::read_link(dir.path().join("sbin/ip")).unwrap(), Path::new("../bin/busybox"));
+        assert_eq!(
+            fs::read_link(dir.path().join("sbin/ip")).unwrap(),
+            Path::new("../bin/busybox")
+        );
         let init = fs::metadata(dir.path().join("sbin/init")).unwrap();
         assert_eq!(init.permissions().mode() & 0o777, 0o755);
         let tmp = fs::metadata(dir.path().join("tmp")).unwrap();
         assert_eq!(tmp.permissions().mode() & 0o7777, 0o1777);
-        assert_eq!(fs::metadata(dir.path().join("bin/busybox")).unwrap().len(), fs::metadata(busybox).unwrap().len());
+        assert_eq!(
+            fs::metadata(dir.path().join("bin/busybox")).unwrap().len(),
+            fs::metadata(busybox).unwrap().len()
+        );
     }
 }

@@ -99,11 +99,15 @@ impl ResolvedImage {
             move |source| -> BoxError { Box::new(berth_core::Error::io("unpack image", archive, source)) }
         };
         match &self.content {
-            RootfsContent::Busybox(binary) => {
-                busybox::build_rootfs(binary, rootfs).map_err(unpack_error(binary))
+            RootfsContent::Busybox(binary) => busybox::build_rootfs(binary, rootfs).map_err(unpack_error(binary)),
+            RootfsContent::Tarball(archive) => {
+                tarball::unpack(archive, rootfs, progress).map_err(unpack_error(archive))
             }
-            RootfsContent::Tarball(archive) => tarball::unpack(archive, rootfs, progress).map_err(unpack_error(archive)),
-            RootfsContent::Remote { base_url, image, cache_dir } => {
+            RootfsContent::Remote {
+                base_url,
+                image,
+                cache_dir,
+            } => {
                 let archive = simplestreams::Client::new(base_url).fetch(image, cache_dir, progress)?;
                 tarball::unpack(&archive, rootfs, progress).map_err(unpack_error(&archive))
             }
@@ -113,8 +117,16 @@ impl ResolvedImage {
 
 /// Turns `text` into a slug part: lowercase ASCII letters, digits and `-`.
 pub(crate) fn slug_part(text: &str) -> String {
-    let mut slug: String =
-        text.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let mut slug: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
     slug.truncate(40);
     slug.trim_matches('-').to_owned()
 }

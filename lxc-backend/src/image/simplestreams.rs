@@ -67,7 +67,9 @@ pub enum ImageError {
         available: String,
     },
     /// A download did not match its catalogue entry.
-    #[error("download of {url} is corrupt: expected SHA-256 {expected} and {expected_size} bytes, got {actual} and {actual_size} bytes")]
+    #[error(
+        "download of {url} is corrupt: expected SHA-256 {expected} and {expected_size} bytes, got {actual} and {actual_size} bytes"
+    )]
     Checksum {
         /// The file's URL.
         url: String,
@@ -173,7 +175,10 @@ impl Client {
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Self { base_url: base_url.trim_end_matches('/').to_owned(), agent }
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            agent,
+        }
     }
 
     /// Returns the URL of `path` below the base URL, rejecting paths that
@@ -183,7 +188,9 @@ impl Client {
             || path.starts_with('/')
             || path.contains("://")
             || path.contains('\\')
-            || path.chars().any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+            || path
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
             || path.split('/').any(|part| part == ".." || part == ".");
         if unsafe_path {
             return Err(ImageError::Format {
@@ -195,11 +202,21 @@ impl Client {
     }
 
     fn fetch_json<T: for<'de> Deserialize<'de>>(&self, url: &str) -> Result<T, ImageError> {
-        let http = |source: ureq::Error| ImageError::Http { url: url.to_owned(), source: Box::new(source) };
+        let http = |source: ureq::Error| ImageError::Http {
+            url: url.to_owned(),
+            source: Box::new(source),
+        };
         let mut response = self.agent.get(url).call().map_err(http)?;
-        let bytes = response.body_mut().with_config().limit(MAX_CATALOGUE_BYTES).read_to_vec().map_err(http)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|error| ImageError::Format { url: url.to_owned(), message: error.to_string() })
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_CATALOGUE_BYTES)
+            .read_to_vec()
+            .map_err(http)?;
+        serde_json::from_slice(&bytes).map_err(|error| ImageError::Format {
+            url: url.to_owned(),
+            message: error.to_string(),
+        })
     }
 
     /// Finds the newest root file system tarball matching `query`.
@@ -210,7 +227,10 @@ impl Client {
             .index
             .values()
             .find(|entry| entry.datatype == "image-downloads")
-            .ok_or_else(|| ImageError::Format { url: index_url.clone(), message: "no image-downloads entry".into() })?;
+            .ok_or_else(|| ImageError::Format {
+                url: index_url.clone(),
+                message: "no image-downloads entry".into(),
+            })?;
         let catalogue_url = self.url_of(&entry.path)?;
         let catalogue: Catalogue = self.fetch_json(&catalogue_url)?;
         self.choose(&catalogue, query, &catalogue_url)
@@ -246,7 +266,11 @@ impl Client {
                 return Err(ImageError::NotFound {
                     url: url.to_owned(),
                     wanted,
-                    available: if available.is_empty() { "nothing".into() } else { available.join(", ") },
+                    available: if available.is_empty() {
+                        "nothing".into()
+                    } else {
+                        available.join(", ")
+                    },
                 });
             }
             several => {
@@ -280,7 +304,11 @@ impl Client {
                 });
             }
         }
-        Err(ImageError::NotFound { url: url.to_owned(), wanted: format!("{wanted} with a {ROOTFS_FILE_TYPE} file"), available: key.clone() })
+        Err(ImageError::NotFound {
+            url: url.to_owned(),
+            wanted: format!("{wanted} with a {ROOTFS_FILE_TYPE} file"),
+            available: key.clone(),
+        })
     }
 
     /// Returns the cached tarball of `image` in `cache_dir`, downloading it
@@ -299,7 +327,12 @@ impl Client {
         };
         fs::create_dir_all(cache_dir).map_err(io("create image cache", cache_dir))?;
 
-        let temp = cache_dir.join(format!(".{}.{}.{:?}.part", image.sha256, std::process::id(), std::thread::current().id()));
+        let temp = cache_dir.join(format!(
+            ".{}.{}.{:?}.part",
+            image.sha256,
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let result = self.download(image, &temp, progress);
         if let Err(error) = result {
             let _ = fs::remove_file(&temp);
@@ -311,8 +344,15 @@ impl Client {
     }
 
     fn download(&self, image: &RemoteImage, temp: &Path, progress: &dyn Progress) -> Result<(), ImageError> {
-        let http = |source: ureq::Error| ImageError::Http { url: image.url.clone(), source: Box::new(source) };
-        let write_error = |source: io::Error| ImageError::Io { action: "write download", path: temp.to_owned(), source };
+        let http = |source: ureq::Error| ImageError::Http {
+            url: image.url.clone(),
+            source: Box::new(source),
+        };
+        let write_error = |source: io::Error| ImageError::Io {
+            action: "write download",
+            path: temp.to_owned(),
+            source,
+        };
         let mut response = self.agent.get(&image.url).call().map_err(http)?;
         let total = response.body().content_length().or(Some(image.size));
         let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
@@ -320,7 +360,11 @@ impl Client {
         let mut hasher = Sha256::new();
         let mut buffer = vec![0u8; 256 * 1024];
         let (mut done, mut reported) = (0u64, 0u64);
-        progress.report(&ProgressEvent::Bytes { what: &image.url, done, total });
+        progress.report(&ProgressEvent::Bytes {
+            what: &image.url,
+            done,
+            total,
+        });
         loop {
             let count = reader.read(&mut buffer).map_err(|source| ImageError::Io {
                 action: "read download of",
@@ -335,10 +379,18 @@ impl Client {
             done += count as u64;
             if done - reported >= 1 << 20 {
                 reported = done;
-                progress.report(&ProgressEvent::Bytes { what: &image.url, done, total });
+                progress.report(&ProgressEvent::Bytes {
+                    what: &image.url,
+                    done,
+                    total,
+                });
             }
         }
-        progress.report(&ProgressEvent::Bytes { what: &image.url, done, total });
+        progress.report(&ProgressEvent::Bytes {
+            what: &image.url,
+            done,
+            total,
+        });
         file.sync_all().map_err(write_error)?;
         let actual = hex::encode(hasher.finalize());
         if actual != image.sha256 || done != image.size {
@@ -374,13 +426,20 @@ mod tests {
     }}"#;
 
     fn query(os: Option<&str>) -> ImageQuery {
-        ImageQuery { os: os.map(str::to_owned), release: "bookworm".into(), arch: "amd64".into(), variant: "cloud".into() }
+        ImageQuery {
+            os: os.map(str::to_owned),
+            release: "bookworm".into(),
+            arch: "amd64".into(),
+            variant: "cloud".into(),
+        }
     }
 
     #[test]
     fn newest_version_chosen() {
         let client = Client::new("http://127.0.0.1:1/base/");
-        let image = client.choose(&catalogue(CATALOGUE), &query(Some("debian")), "u").unwrap();
+        let image = client
+            .choose(&catalogue(CATALOGUE), &query(Some("debian")), "u")
+            .unwrap();
         assert_eq!(image.version, "20240102_05:24");
         assert_eq!(image.url, "http://127.0.0.1:1/base/images/d/new/rootfs.tar.xz");
         assert_eq!(image.size, 11);
@@ -396,7 +455,9 @@ mod tests {
     #[test]
     fn escaping_path_rejected() {
         let client = Client::new("http://127.0.0.1:1");
-        let error = client.choose(&catalogue(CATALOGUE), &query(Some("evil")), "u").unwrap_err();
+        let error = client
+            .choose(&catalogue(CATALOGUE), &query(Some("evil")), "u")
+            .unwrap_err();
         assert!(error.to_string().contains("not a plain relative path"), "{error}");
         for path in ["/etc/passwd", "http://elsewhere/x", "a/../b", "a b", "a?b", ""] {
             assert!(client.url_of(path).is_err(), "{path:?} accepted");

@@ -70,7 +70,11 @@ impl<R: Read> Read for CountingReader<'_, R> {
         // whole archive is unpacked, so it is not sent from here.
         if self.done - self.reported >= 1 << 20 && Some(self.done) != self.total {
             self.reported = self.done;
-            self.progress.report(&ProgressEvent::Bytes { what: self.what, done: self.done, total: self.total });
+            self.progress.report(&ProgressEvent::Bytes {
+                what: self.what,
+                done: self.done,
+                total: self.total,
+            });
         }
         Ok(count)
     }
@@ -90,7 +94,14 @@ pub fn unpack(archive: &Path, rootfs: &Path, progress: &dyn Progress) -> io::Res
     let compression = Compression::from_magic(&head[..read]);
     let file = File::open(archive)?;
     let what = archive.display().to_string();
-    let counted = BufReader::new(CountingReader { inner: file, what: &what, done: 0, reported: 0, total: Some(total), progress });
+    let counted = BufReader::new(CountingReader {
+        inner: file,
+        what: &what,
+        done: 0,
+        reported: 0,
+        total: Some(total),
+        progress,
+    });
     let reader: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(counted),
         Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(counted)),
@@ -104,7 +115,11 @@ pub fn unpack(archive: &Path, rootfs: &Path, progress: &dyn Progress) -> io::Res
     tar.set_preserve_mtime(true);
     tar.set_overwrite(true);
     tar.unpack(rootfs)?;
-    progress.report(&ProgressEvent::Bytes { what: &what, done: total, total: Some(total) });
+    progress.report(&ProgressEvent::Bytes {
+        what: &what,
+        done: total,
+        total: Some(total),
+    });
     Ok(())
 }
 
@@ -115,7 +130,10 @@ mod tests {
 
     #[test]
     fn names_map_to_compression() {
-        assert_eq!(Compression::from_name(Path::new("/a/rootfs.tar.xz")), Some(Compression::Xz));
+        assert_eq!(
+            Compression::from_name(Path::new("/a/rootfs.tar.xz")),
+            Some(Compression::Xz)
+        );
         assert_eq!(Compression::from_name(Path::new("r.tgz")), Some(Compression::Gzip));
         assert_eq!(Compression::from_name(Path::new("r.tar.zst")), Some(Compression::Zstd));
         assert_eq!(Compression::from_name(Path::new("r.tar")), Some(Compression::None));
@@ -141,9 +159,16 @@ mod tests {
         let mut xz = Vec::new();
         xz2::read::XzEncoder::new(&plain[..], 6).read_to_end(&mut xz).unwrap();
         let mut gzip = Vec::new();
-        flate2::read::GzEncoder::new(&plain[..], flate2::Compression::fast()).read_to_end(&mut gzip).unwrap();
+        flate2::read::GzEncoder::new(&plain[..], flate2::Compression::fast())
+            .read_to_end(&mut gzip)
+            .unwrap();
         let zstd = zstd::encode_all(&plain[..], 3).unwrap();
-        for (name, bytes) in [("r.tar", plain.clone()), ("r.tar.xz", xz), ("r.tar.gz", gzip), ("r.tar.zst", zstd)] {
+        for (name, bytes) in [
+            ("r.tar", plain.clone()),
+            ("r.tar.xz", xz),
+            ("r.tar.gz", gzip),
+            ("r.tar.zst", zstd),
+        ] {
             let dir = tempfile::tempdir().unwrap();
             let archive = dir.path().join(name);
             std::fs::write(&archive, &bytes).unwrap();

@@ -13,7 +13,9 @@ use berth_core::machine::{AgentTools, ControllerInfo, InterfaceInfo, MachineJob,
 use berth_core::progress::{ProgressEvent, Step};
 use berth_core::{Constraints, ContainerDirs, MachineConfig, ManagerConfig, Progress};
 use berth_lxc::bridge;
-use berth_lxc::config::{KEY_CONTAINERS_DIR, KEY_LOG_DIR, KEY_LXC_PATH, KEY_NAME, KEY_REMOVED_DIR, KEY_SHUTDOWN_TIMEOUT};
+use berth_lxc::config::{
+    KEY_CONTAINERS_DIR, KEY_LOG_DIR, KEY_LXC_PATH, KEY_NAME, KEY_REMOVED_DIR, KEY_SHUTDOWN_TIMEOUT,
+};
 use berth_lxc::container::{Container, ContainerState, ListKind, list_containers};
 
 /// Prefix of every bridge, veth and directory the tests make.
@@ -29,7 +31,10 @@ pub fn require_root() {
         "the LXC tests create real containers and bridges and must run as root (uid is {uid}); run them with sudo"
     );
     let version = berth_lxc::container::liblxc_version();
-    assert!(version.starts_with(|c: char| c.is_ascii_digit()), "liblxc reports version {version:?}");
+    assert!(
+        version.starts_with(|c: char| c.is_ascii_digit()),
+        "liblxc reports version {version:?}"
+    );
     assert!(
         Path::new(berth_lxc::image::busybox::DEFAULT_BUSYBOX).exists(),
         "the busybox image needs /bin/busybox: apt-get install busybox-static"
@@ -69,7 +74,11 @@ impl TestEnv {
         init_logs();
         assert!(tag.len() <= 10, "test tag {tag:?} is too long for an interface name");
         let base = std::env::temp_dir().join(format!("berth-lxc-test-{tag}"));
-        let env = Self { tag: tag.to_owned(), base, bridge: format!("{TEST_PREFIX}{tag}") };
+        let env = Self {
+            tag: tag.to_owned(),
+            base,
+            bridge: format!("{TEST_PREFIX}{tag}"),
+        };
         env.cleanup();
         std::fs::create_dir_all(env.lxc_path()).unwrap();
         std::fs::create_dir_all(env.log_dir()).unwrap();
@@ -111,7 +120,8 @@ impl TestEnv {
             let names = list_containers(&lxc_path, ListKind::All).unwrap_or_default();
             // Clones first, templates last: liblxc refuses to destroy a
             // template that still has overlay clones.
-            let (templates, clones): (Vec<String>, Vec<String>) = names.into_iter().partition(|name| name.starts_with('_'));
+            let (templates, clones): (Vec<String>, Vec<String>) =
+                names.into_iter().partition(|name| name.starts_with('_'));
             for name in clones.into_iter().chain(templates) {
                 if let Ok(container) = Container::new(&name, &lxc_path) {
                     if container.state().is_ok_and(|state| state != ContainerState::Stopped) {
@@ -121,7 +131,11 @@ impl TestEnv {
                 }
             }
         }
-        for device in [self.bridge.clone(), format!("{}a", self.bridge), format!("{}b", self.bridge)] {
+        for device in [
+            self.bridge.clone(),
+            format!("{}a", self.bridge),
+            format!("{}b", self.bridge),
+        ] {
             let _ = bridge::delete_link(&device);
         }
         // liblxc's lock files of every lxc path under the base directory.
@@ -129,10 +143,12 @@ impl TestEnv {
         if let Some(directory) = locks.parent()
             && directory.exists()
         {
-            std::fs::remove_dir_all(directory).unwrap_or_else(|error| panic!("remove {}: {error}", directory.display()));
+            std::fs::remove_dir_all(directory)
+                .unwrap_or_else(|error| panic!("remove {}: {error}", directory.display()));
         }
         if self.base.exists() {
-            std::fs::remove_dir_all(&self.base).unwrap_or_else(|error| panic!("remove {}: {error}", self.base.display()));
+            std::fs::remove_dir_all(&self.base)
+                .unwrap_or_else(|error| panic!("remove {}: {error}", self.base.display()));
         }
     }
 }
@@ -220,7 +236,12 @@ pub fn state(lxc_path: &Path, name: &str) -> ContainerState {
 /// Returns the host-side ports of `bridge`, from sysfs.
 pub fn bridge_ports(bridge_name: &str) -> Vec<String> {
     let mut ports: Vec<String> = std::fs::read_dir(format!("/sys/class/net/{bridge_name}/brif"))
-        .map(|entries| entries.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect())
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     ports.sort();
     ports
@@ -229,7 +250,12 @@ pub fn bridge_ports(bridge_name: &str) -> Vec<String> {
 /// Returns the names of the entries of `directory`, sorted.
 pub fn entries(directory: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(directory)
-        .map(|entries| entries.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect())
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
