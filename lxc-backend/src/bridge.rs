@@ -1,8 +1,8 @@
 //! Bridges and veth pairs on the host, through rtnetlink in-process.
 //!
-//! The messages are built by hand over a `NETLINK_ROUTE` socket: a request
-//! is one `nlmsghdr`, one `ifinfomsg` and its attributes, and every request
-//! asks for an acknowledgement, so the kernel's errno comes back with the
+//! The messages are built by hand and sent over a `NETLINK_ROUTE` socket. A
+//! request is one `nlmsghdr`, one `ifinfomsg` and its attributes. Every
+//! request sets `NLM_F_ACK`, so the kernel's errno comes back with the
 //! request it belongs to. Everything here works in the network namespace of
 //! the calling thread.
 
@@ -45,7 +45,7 @@ const IFF_UP: u32 = 0x1;
 /// A failed netlink request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetlinkError {
-    /// What was requested, such as `create bridge`.
+    /// Operation requested, such as `create bridge`.
     pub operation: &'static str,
     /// The network device the request was about.
     pub device: String,
@@ -61,7 +61,7 @@ impl fmt::Display for NetlinkError {
 
 impl std::error::Error for NetlinkError {}
 
-/// What the kernel reports about one network device.
+/// Kernel's description of one network device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkInfo {
     /// Interface index.

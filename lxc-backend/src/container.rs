@@ -12,9 +12,9 @@
 //! (`start`, `clone`, `get_ips`) fork and run liblxc code in the child.
 //! Running all calls one at a time removes every data race between them,
 //! and no other thread is inside liblxc while one of them forks.
-//! The lock is held only for the duration of a single call; waiting for a
-//! container to stop is done by polling its state between calls, so a slow
-//! shutdown never blocks other containers.
+//! The lock is held only for the duration of a single call. Waiting for a
+//! container to stop polls its state between calls, so a slow shutdown
+//! never blocks other containers.
 //!
 //! [`Container`] is `Send` and `Sync` because of that lock: the handle is a
 //! heap object that liblxc does not tie to the thread that created it, and
@@ -573,7 +573,7 @@ pub fn list_containers(lxc_path: &Path, kind: ListKind) -> Result<Vec<String>, L
             ListKind::All => sys::list_all_containers,
         };
         // SAFETY: the path is valid for the call, and `names` receives a
-        // malloced array. A NULL handle array tells liblxc not to open the
+        // malloced array. With a NULL handle array liblxc does not open the
         // containers.
         unsafe { function(c_path.as_ptr(), &mut names, std::ptr::null_mut()) }
     };

@@ -1,7 +1,7 @@
 //! The embedded busybox image, built in-process from the host's static
 //! busybox binary.
 //!
-//! The root file system holds the binary, one symlink per applet in `bin`
+//! The root file system contains the binary, one symlink per applet in `bin`
 //! and `sbin`, the usual top-level directories, and a shell-script
 //! `/sbin/init` that keeps the container running until it receives a halt
 //! signal. No download and no package manager are involved, so a template
@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
 use std::path::Path;
 
-/// Where the Debian package `busybox-static` installs its binary.
+/// Path of the binary that the Debian package `busybox-static` installs.
 pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
 
 /// Changes whenever the layout below changes, so that templates built by an
@@ -32,9 +32,9 @@ const BIN_APPLETS: &[&str] = &[
 const SBIN_APPLETS: &[&str] = &["halt", "ifconfig", "ip", "poweroff", "reboot", "route", "udhcpc"];
 
 /// The container's init. It runs `/etc/rc.local` when present, then waits.
-/// Because it is PID 1 of the container, it ignores any signal it has no
-/// handler for; the trap makes liblxc's halt signal (SIGPWR by default)
-/// and the usual shutdown signals end it, which stops the container.
+/// As PID 1 of the container it ignores every signal it has no handler
+/// for. The trap makes liblxc's halt signal (SIGPWR by default) and the
+/// usual shutdown signals end it, which stops the container.
 const INIT_SCRIPT: &str = "#!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 trap 'exit 0' PWR TERM INT USR1 USR2

@@ -1,7 +1,7 @@
 //! Images from a simplestreams server, in the format that
-//! images.linuxcontainers.org serves: `streams/v1/index.json` names the
-//! product catalogue (`streams/v1/images.json`), whose products are keyed by
-//! os, release, architecture and variant and hold dated versions; each
+//! images.linuxcontainers.org serves. `streams/v1/index.json` names the
+//! product catalogue (`streams/v1/images.json`). Its products are keyed by
+//! os, release, architecture and variant, and contain dated versions. Each
 //! version lists its files with a SHA-256 and a size.
 //!
 //! The client only ever fetches URLs under the configured base URL: it
