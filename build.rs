@@ -5,7 +5,10 @@ fn probe(feature: &str, library: &str, package: &str) {
     if std::env::var_os(format!("CARGO_FEATURE_{}", feature.to_uppercase())).is_none() {
         return;
     }
-    if let Err(error) = pkg_config::Config::new().cargo_metadata(false).probe(library) {
+    if let Err(error) = pkg_config::Config::new()
+        .cargo_metadata(false)
+        .probe(library)
+    {
         panic!(
             "the `{feature}` backend needs {library} (pkg-config name `{library}`), which was not found: {error}\n\
              install it with: apt-get install {package}\n\

@@ -8,7 +8,10 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
 
-    let library = match pkg_config::Config::new().atleast_version("4.0").probe("lxc") {
+    let library = match pkg_config::Config::new()
+        .atleast_version("4.0")
+        .probe("lxc")
+    {
         Ok(library) => library,
         Err(error) => panic!(
             "liblxc (pkg-config name `lxc`, version 4.0 or later) was not found: {error}\n\
@@ -33,7 +36,10 @@ mod regenerate {
     /// `target`, keeping only liblxc's own functions, types and constants.
     pub fn write_bindings(include_paths: &[PathBuf], target: &Path) {
         let mut builder = bindgen::Builder::default()
-            .header_contents("wrapper.h", "#include <lxc/lxccontainer.h>\n#include <lxc/version.h>\n")
+            .header_contents(
+                "wrapper.h",
+                "#include <lxc/lxccontainer.h>\n#include <lxc/version.h>\n",
+            )
             .allowlist_function("lxc_.*")
             .allowlist_function("list_(defined|active|all)_containers")
             .allowlist_type("lxc_.*")
@@ -47,7 +53,9 @@ mod regenerate {
         for path in include_paths {
             builder = builder.clang_arg(format!("-I{}", path.display()));
         }
-        let bindings = builder.generate().expect("bindgen failed on lxc/lxccontainer.h");
+        let bindings = builder
+            .generate()
+            .expect("bindgen failed on lxc/lxccontainer.h");
         bindings
             .write_to_file(target)
             .unwrap_or_else(|error| panic!("write {}: {error}", target.display()));

@@ -65,7 +65,11 @@ impl ManagerConfig {
     /// are not logged, because a misspelt key may hold a secret.
     pub fn warn_about_unused(&self, owner: &str) {
         for key in self.values.keys() {
-            tracing::warn!(owner, key = key.as_str(), "unused manager config key {key:?}");
+            tracing::warn!(
+                owner,
+                key = key.as_str(),
+                "unused manager config key {key:?}"
+            );
         }
     }
 
@@ -77,7 +81,12 @@ impl ManagerConfig {
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for ManagerConfig {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Self { values: iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
+        Self {
+            values: iter
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
     }
 }
 
@@ -87,7 +96,9 @@ mod tests {
 
     #[test]
     fn pop_value_removes_key() {
-        let mut config = ManagerConfig::new().with("name", "juju").with("log-dir", "/tmp/x");
+        let mut config = ManagerConfig::new()
+            .with("name", "juju")
+            .with("log-dir", "/tmp/x");
         assert_eq!(config.pop_value("name").as_deref(), Some("juju"));
         assert_eq!(config.pop_value("name"), None);
         assert_eq!(config.unused_keys(), vec!["log-dir"]);

@@ -40,7 +40,10 @@ impl ContainerDirs {
     /// Creates the roots `containers` and `removed`. Nothing is created on
     /// disk until a directory is made.
     pub fn new(containers: impl Into<PathBuf>, removed: impl Into<PathBuf>) -> Self {
-        Self { containers: containers.into(), removed: removed.into() }
+        Self {
+            containers: containers.into(),
+            removed: removed.into(),
+        }
     }
 
     /// Creates both roots under `base`, as `base/containers` and
@@ -75,7 +78,9 @@ impl ContainerDirs {
         match fs::DirBuilder::new().mode(0o755).create(&dir) {
             Ok(()) => Ok(dir),
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-                Err(Error::AlreadyExists { name: name.to_owned() })
+                Err(Error::AlreadyExists {
+                    name: name.to_owned(),
+                })
             }
             Err(error) => Err(Error::io("create container directory", dir, error)),
         }
@@ -101,7 +106,13 @@ impl ContainerDirs {
             } else {
                 self.removed.join(format!("{name}.{suffix}"))
             };
-            match renameat2(AT_FDCWD, &dir, AT_FDCWD, &target, RenameFlags::RENAME_NOREPLACE) {
+            match renameat2(
+                AT_FDCWD,
+                &dir,
+                AT_FDCWD,
+                &target,
+                RenameFlags::RENAME_NOREPLACE,
+            ) {
                 Ok(()) => {
                     tracing::debug!(container = name, to = %target.display(), "moved container directory aside");
                     return Ok(Some(target));
@@ -134,9 +145,16 @@ pub fn write_cloud_init_file(dir: &Path, data: &[u8]) -> Result<PathBuf> {
     // process apart; the process id keeps processes apart.
     static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
     let serial = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
-    let temp = dir.join(format!(".{CLOUD_INIT_FILE}.{}.{serial}.tmp", std::process::id()));
+    let temp = dir.join(format!(
+        ".{CLOUD_INIT_FILE}.{}.{serial}.tmp",
+        std::process::id()
+    ));
     let write = || -> io::Result<()> {
-        let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&temp)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&temp)?;
         file.write_all(data)?;
         // The mode given to open is reduced by the umask; set it exactly.
         file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;

@@ -22,8 +22,16 @@ pub struct InvalidValue {
 
 impl InvalidValue {
     /// Creates a rejection of `value` in `field` for breaking `rule`.
-    pub fn new(field: impl Into<String>, value: impl Into<String>, rule: impl Into<String>) -> Self {
-        Self { field: field.into(), value: value.into(), rule: rule.into() }
+    pub fn new(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        rule: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            value: value.into(),
+            rule: rule.into(),
+        }
     }
 }
 
@@ -115,18 +123,33 @@ pub enum Error {
 impl Error {
     /// Builds an [`Error::Io`] for `action` on `path`.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { action, path: path.into(), source }
+        Self::Io {
+            action,
+            path: path.into(),
+            source,
+        }
     }
 
     /// Builds an [`Error::Step`] for `step` of `container`.
     pub fn step(container: &str, step: Step, source: impl Into<BoxError>) -> Self {
-        Self::Step { container: container.to_owned(), step, source: source.into() }
+        Self::Step {
+            container: container.to_owned(),
+            step,
+            source: source.into(),
+        }
     }
 
     /// Attaches the failures of an undo to this error. With no undo
     /// failures the error is returned unchanged.
     pub fn with_undo_failures(self, undo: Vec<String>) -> Self {
-        if undo.is_empty() { self } else { Self::UndoFailed { cause: Box::new(self), undo } }
+        if undo.is_empty() {
+            self
+        } else {
+            Self::UndoFailed {
+                cause: Box::new(self),
+                undo,
+            }
+        }
     }
 
     /// Returns true when the error means nothing was created because an

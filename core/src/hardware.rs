@@ -75,13 +75,20 @@ mod tests {
             root_disk: Some(8192),
             ..Default::default()
         };
-        assert_eq!(hardware.to_string(), "arch=amd64 cpu-cores=1 mem=512M root-disk=8192M");
+        assert_eq!(
+            hardware.to_string(),
+            "arch=amd64 cpu-cores=1 mem=512M root-disk=8192M"
+        );
     }
 
     #[test]
     fn display_leaves_out_absent_fields() {
         assert_eq!(HardwareCharacteristics::default().to_string(), "");
-        let hardware = HardwareCharacteristics { mem: Some(2048), virt_type: Some("lxc".into()), ..Default::default() };
+        let hardware = HardwareCharacteristics {
+            mem: Some(2048),
+            virt_type: Some("lxc".into()),
+            ..Default::default()
+        };
         assert_eq!(hardware.to_string(), "mem=2048M virt-type=lxc");
     }
 }

@@ -95,7 +95,11 @@ pub struct Instance {
 impl Instance {
     /// Creates an instance with no known addresses.
     pub fn new(id: InstanceId, status: InstanceStatus) -> Self {
-        Self { id, status, addresses: Vec::new() }
+        Self {
+            id,
+            status,
+            addresses: Vec::new(),
+        }
     }
 }
 
@@ -105,15 +109,29 @@ mod tests {
 
     #[test]
     fn instance_id_rejects_hostile_names() {
-        for name in ["Best_#1", "SWEET!", "almost_lions?", "../etc", "a/b", "", "x\n"] {
+        for name in [
+            "Best_#1",
+            "SWEET!",
+            "almost_lions?",
+            "../etc",
+            "a/b",
+            "",
+            "x\n",
+        ] {
             assert!(InstanceId::new(name).is_err(), "{name:?} accepted");
         }
-        assert_eq!(InstanceId::new("juju-machine-0").unwrap().as_str(), "juju-machine-0");
+        assert_eq!(
+            InstanceId::new("juju-machine-0").unwrap().as_str(),
+            "juju-machine-0"
+        );
     }
 
     #[test]
     fn status_prints_lowercase() {
         assert_eq!(InstanceStatus::Running.to_string(), "running");
-        assert_eq!(serde_json::to_string(&InstanceStatus::Stopped).unwrap(), "\"stopped\"");
+        assert_eq!(
+            serde_json::to_string(&InstanceStatus::Stopped).unwrap(),
+            "\"stopped\""
+        );
     }
 }

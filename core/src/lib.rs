@@ -33,4 +33,6 @@ pub use network::{MacAddress, NetworkConfig, NetworkKind};
 pub use pending::{CreateGuard, HalfMade};
 pub use progress::{NoProgress, Progress, ProgressEvent, Step};
 pub use quoting::shell_quote;
-pub use userdata::{render_user_data, render_user_data_for_host, write_user_data, write_user_data_for_host};
+pub use userdata::{
+    render_user_data, render_user_data_for_host, write_user_data, write_user_data_for_host,
+};

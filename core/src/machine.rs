@@ -198,7 +198,9 @@ impl MachineConfig {
         let problems = crate::machine_validation::problems(self);
         match problems.len() {
             0 => Ok(()),
-            1 => Err(Error::Invalid(problems.into_iter().next().expect("one problem"))),
+            1 => Err(Error::Invalid(
+                problems.into_iter().next().expect("one problem"),
+            )),
             _ => Err(Error::InvalidMany(problems)),
         }
     }

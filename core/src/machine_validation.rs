@@ -30,7 +30,10 @@ pub(crate) fn problems(config: &MachineConfig) -> Vec<InvalidValue> {
     problems.check_strings(config);
 
     if let Err(error) = validate_machine_id(&config.machine_id) {
-        problems.push(InvalidValue { field: "machine-id".into(), ..error });
+        problems.push(InvalidValue {
+            field: "machine-id".into(),
+            ..error
+        });
     }
     problems.non_empty("machine-nonce", &config.machine_nonce);
     problems.series(&config.series);
@@ -88,9 +91,11 @@ impl Problems {
     fn check_strings(&mut self, config: &MachineConfig) {
         match serde_json::to_value(config) {
             Ok(value) => self.check_value(String::new(), &value),
-            Err(error) => {
-                self.reject("machine config", "", format!("cannot be serialized: {error}; paths must be valid UTF-8"))
-            }
+            Err(error) => self.reject(
+                "machine config",
+                "",
+                format!("cannot be serialized: {error}; paths must be valid UTF-8"),
+            ),
         }
     }
 
@@ -104,7 +109,11 @@ impl Problems {
             }
             serde_json::Value::Object(map) => {
                 for (key, item) in map {
-                    let child = if field.is_empty() { key.clone() } else { format!("{field}.{key}") };
+                    let child = if field.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{field}.{key}")
+                    };
                     // A map key is a string too (agent environment names).
                     self.check_string(&format!("{child} (key)"), key);
                     self.check_value(child, item);
@@ -120,14 +129,20 @@ impl Problems {
         }
         let pem = field.ends_with("ca-cert");
         if !pem && let Some(found) = text.chars().find(|c| LINE_BREAKS.contains(c)) {
-            self.reject(field, text, format!("must be a single line, but contains line break {found:?}"));
+            self.reject(
+                field,
+                text,
+                format!("must be a single line, but contains line break {found:?}"),
+            );
         }
     }
 
     fn series(&mut self, series: &str) {
         let plausible = series.len() <= MAX_SERIES_LEN
             && series.starts_with(|c: char| c.is_ascii_lowercase())
-            && series.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            && series
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if !plausible {
             self.reject(
                 "series",
@@ -141,7 +156,10 @@ impl Problems {
         let shown = path.to_string_lossy();
         if !path.is_absolute() {
             self.reject(field, &shown, "must be an absolute path");
-        } else if path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
+        } else if path
+            .components()
+            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+        {
             self.reject(field, &shown, "must not contain '.' or '..' components");
         } else if path.parent().is_none() {
             self.reject(field, &shown, "must not be the root directory");
@@ -161,16 +179,28 @@ impl Problems {
             self.reject("tools.url", &tools.url, rule);
         }
         if tools.sha256.len() != 64 || !tools.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            self.reject("tools.sha256", &tools.sha256, "must be a SHA-256 digest of 64 hexadecimal digits");
+            self.reject(
+                "tools.sha256",
+                &tools.sha256,
+                "must be a SHA-256 digest of 64 hexadecimal digits",
+            );
         }
         if tools.size == 0 {
-            self.reject("tools.size", "0", "must be the tarball size in bytes, greater than 0");
+            self.reject(
+                "tools.size",
+                "0",
+                "must be the tarball size in bytes, greater than 0",
+            );
         }
     }
 
     fn controller(&mut self, field: &str, info: &ControllerInfo, machine_tag: Option<&str>) {
         if info.addrs.is_empty() {
-            self.reject(&format!("{field}.addrs"), "[]", "must hold at least one host:port address");
+            self.reject(
+                &format!("{field}.addrs"),
+                "[]",
+                "must hold at least one host:port address",
+            );
         }
         for (index, address) in info.addrs.iter().enumerate() {
             if let Err(rule) = check_host_port(address) {
@@ -178,7 +208,9 @@ impl Problems {
             }
         }
         let ca_cert = info.ca_cert.trim();
-        if !(ca_cert.starts_with("-----BEGIN CERTIFICATE-----") && ca_cert.ends_with("-----END CERTIFICATE-----")) {
+        if !(ca_cert.starts_with("-----BEGIN CERTIFICATE-----")
+            && ca_cert.ends_with("-----END CERTIFICATE-----"))
+        {
             self.reject(
                 &format!("{field}.ca-cert"),
                 &info.ca_cert,
@@ -188,13 +220,21 @@ impl Problems {
         if let Some(machine_tag) = machine_tag
             && info.tag != machine_tag
         {
-            self.reject(&format!("{field}.tag"), &info.tag, format!("must be the machine's tag {machine_tag:?}"));
+            self.reject(
+                &format!("{field}.tag"),
+                &info.tag,
+                format!("must be the machine's tag {machine_tag:?}"),
+            );
         }
         self.non_empty(&format!("{field}.password"), &info.password);
         if let Some(model_tag) = &info.model_tag
             && model_tag.strip_prefix("model-").is_none_or(str::is_empty)
         {
-            self.reject(&format!("{field}.model-tag"), model_tag, "must be model-<uuid>");
+            self.reject(
+                &format!("{field}.model-tag"),
+                model_tag,
+                "must be model-<uuid>",
+            );
         }
     }
 
@@ -207,12 +247,23 @@ impl Problems {
     }
 
     fn proxy(&mut self, field: &str, proxy: &ProxySettings, apt: bool) {
-        let values =
-            [("http", &proxy.http), ("https", &proxy.https), ("ftp", &proxy.ftp), ("no-proxy", &proxy.no_proxy)];
+        let values = [
+            ("http", &proxy.http),
+            ("https", &proxy.https),
+            ("ftp", &proxy.ftp),
+            ("no-proxy", &proxy.no_proxy),
+        ];
         for (name, value) in values {
             let field = format!("{field}.{name}");
-            if let Some(bad) = value.chars().find(|c| c.is_control() && !LINE_BREAKS.contains(c) && *c != '\0') {
-                self.reject(&field, value, format!("must not contain control character {bad:?}"));
+            if let Some(bad) = value
+                .chars()
+                .find(|c| c.is_control() && !LINE_BREAKS.contains(c) && *c != '\0')
+            {
+                self.reject(
+                    &field,
+                    value,
+                    format!("must not contain control character {bad:?}"),
+                );
             }
             if apt && value.contains('"') {
                 self.reject(
@@ -242,12 +293,18 @@ impl Problems {
     fn interface(&mut self, index: usize, interface: &crate::machine::InterfaceInfo) {
         let field = format!("network-interfaces[{index}]");
         if let Err(error) = validate_interface_name(&interface.name) {
-            self.push(InvalidValue { field: format!("{field}.name"), ..error });
+            self.push(InvalidValue {
+                field: format!("{field}.name"),
+                ..error
+            });
         }
         if let Some(mac) = &interface.mac
             && let Err(error) = mac.parse::<MacAddress>()
         {
-            self.push(InvalidValue { field: format!("{field}.mac"), ..error });
+            self.push(InvalidValue {
+                field: format!("{field}.mac"),
+                ..error
+            });
         }
         if let Err(rule) = check_cidr(&interface.address) {
             self.reject(&format!("{field}.address"), &interface.address, rule);
@@ -255,17 +312,28 @@ impl Problems {
         if let Some(gateway) = &interface.gateway
             && gateway.parse::<std::net::IpAddr>().is_err()
         {
-            self.reject(&format!("{field}.gateway"), gateway, "must be an IP address");
+            self.reject(
+                &format!("{field}.gateway"),
+                gateway,
+                "must be an IP address",
+            );
         }
         for (server_index, server) in interface.dns_servers.iter().enumerate() {
             if server.parse::<std::net::IpAddr>().is_err() {
-                self.reject(&format!("{field}.dns-servers[{server_index}]"), server, "must be an IP address");
+                self.reject(
+                    &format!("{field}.dns-servers[{server_index}]"),
+                    server,
+                    "must be an IP address",
+                );
             }
         }
         if let Some(mtu) = interface.mtu
             && let Err(error) = validate_mtu(mtu)
         {
-            self.push(InvalidValue { field: format!("{field}.mtu"), ..error });
+            self.push(InvalidValue {
+                field: format!("{field}.mtu"),
+                ..error
+            });
         }
     }
 }
@@ -275,7 +343,10 @@ impl Problems {
 /// `2.9-beta1-ubuntu-amd64`, or `None` when `version` is not of that form.
 pub(crate) fn tools_version_number(version: &str) -> Option<&str> {
     let allowed = |part: &str| {
-        !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'_' | b'-'))
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'_' | b'-'))
     };
     let mut parts = version.rsplitn(3, '-');
     let (arch, os, number) = (parts.next()?, parts.next()?, parts.next()?);
@@ -303,7 +374,8 @@ fn check_http_url(url: &str) -> Result<(), String> {
 }
 
 fn check_host_port(address: &str) -> Result<(), String> {
-    let rule = "must be host:port with a port from 1 to 65535, such as 10.0.0.1:17070 or [fd00::1]:17070";
+    let rule =
+        "must be host:port with a port from 1 to 65535, such as 10.0.0.1:17070 or [fd00::1]:17070";
     let (host, port) = address.rsplit_once(':').ok_or(rule)?;
     if !matches!(port.parse::<u16>(), Ok(1..)) || port.starts_with('+') {
         return Err(rule.into());
@@ -315,7 +387,9 @@ fn check_host_port(address: &str) -> Result<(), String> {
     let valid_host = !host.is_empty()
         && host.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
@@ -341,7 +415,8 @@ mod tests {
     use super::*;
     use crate::machine::{AgentTools, Constraints, InterfaceInfo, MachineJob};
 
-    const CA_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n";
+    const CA_CERT: &str =
+        "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n";
 
     fn machine() -> MachineConfig {
         MachineConfig {
@@ -383,9 +458,17 @@ mod tests {
         let mut config = machine();
         change(&mut config);
         let found = problems(&config);
-        assert_eq!(found.len(), 1, "expected one problem on {field}, got {found:#?}");
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one problem on {field}, got {found:#?}"
+        );
         assert_eq!(found[0].field, field, "{found:#?}");
-        assert!(found[0].rule.contains(rule), "rule {:?} lacks {rule:?}", found[0].rule);
+        assert!(
+            found[0].rule.contains(rule),
+            "rule {:?} lacks {rule:?}",
+            found[0].rule
+        );
     }
 
     #[test]
@@ -395,12 +478,17 @@ mod tests {
         config.state_info = Some(config.api_info.clone());
         config.api_info.model_tag = Some("model-0b4e7a3c".into());
         config.api_info.addrs.push("[fd00::1]:17070".into());
-        config.api_info.addrs.push("controller.example.com:443".into());
+        config
+            .api_info
+            .addrs
+            .push("controller.example.com:443".into());
         config.tools.url = "http://controller:17070/tools?x=1".into();
         config.tools.version = "2.9-beta1-ubuntu-arm64".into();
         config.proxy.http = "http://u'x\"y$z w@proxy:3128".into();
         config.proxy.no_proxy = "localhost, 10.0.0.0/8".into();
-        config.agent_environment.insert("_LANG2".into(), "no".into());
+        config
+            .agent_environment
+            .insert("_LANG2".into(), "no".into());
         config.network_interfaces.push(InterfaceInfo {
             name: "eth0".into(),
             mac: Some("00:16:3e:aa:bb:01".into()),
@@ -414,18 +502,38 @@ mod tests {
 
     #[test]
     fn machine_id_checked() {
-        assert_rejected(|c| c.machine_id = "1/lxc".into(), "machine-id", "number followed by");
+        assert_rejected(
+            |c| c.machine_id = "1/lxc".into(),
+            "machine-id",
+            "number followed by",
+        );
     }
 
     #[test]
     fn nonce_must_not_be_empty() {
-        assert_rejected(|c| c.machine_nonce.clear(), "machine-nonce", "must not be empty");
+        assert_rejected(
+            |c| c.machine_nonce.clear(),
+            "machine-nonce",
+            "must not be empty",
+        );
     }
 
     #[test]
     fn series_must_be_plausible() {
-        for series in ["", "Bookworm", "book worm", "bookworm/", "22.04", "1noble", "../x"] {
-            assert_rejected(|c| c.series = series.into(), "series", "lowercase series name");
+        for series in [
+            "",
+            "Bookworm",
+            "book worm",
+            "bookworm/",
+            "22.04",
+            "1noble",
+            "../x",
+        ] {
+            assert_rejected(
+                |c| c.series = series.into(),
+                "series",
+                "lowercase series name",
+            );
         }
         assert_rejected(|c| c.series = "a".repeat(33), "series", "at most 32");
         for series in ["noble", "bookworm", "centos7", "a"] {
@@ -437,11 +545,23 @@ mod tests {
 
     #[test]
     fn directories_must_be_absolute() {
-        assert_rejected(|c| c.data_dir = "var/lib/juju".into(), "data-dir", "absolute");
+        assert_rejected(
+            |c| c.data_dir = "var/lib/juju".into(),
+            "data-dir",
+            "absolute",
+        );
         assert_rejected(|c| c.log_dir = "".into(), "log-dir", "absolute");
-        assert_rejected(|c| c.data_dir = "/var/lib/../juju".into(), "data-dir", "'..'");
+        assert_rejected(
+            |c| c.data_dir = "/var/lib/../juju".into(),
+            "data-dir",
+            "'..'",
+        );
         assert_rejected(|c| c.data_dir = "/".into(), "data-dir", "root directory");
-        assert_rejected(|c| c.cloud_init_output_log = "out.log".into(), "cloud-init-output-log", "absolute");
+        assert_rejected(
+            |c| c.cloud_init_output_log = "out.log".into(),
+            "cloud-init-output-log",
+            "absolute",
+        );
     }
 
     #[test]
@@ -460,26 +580,64 @@ mod tests {
             "3.5.1-ubu ntu-amd64",
             "3.5.1--amd64",
         ] {
-            assert_rejected(|c| c.tools.version = version.into(), "tools.version", "<version>-<os>-<arch>");
+            assert_rejected(
+                |c| c.tools.version = version.into(),
+                "tools.version",
+                "<version>-<os>-<arch>",
+            );
         }
         assert_eq!(tools_version_number("3.5.1-ubuntu-amd64"), Some("3.5.1"));
-        assert_eq!(tools_version_number("2.9-beta1-ubuntu-amd64"), Some("2.9-beta1"));
+        assert_eq!(
+            tools_version_number("2.9-beta1-ubuntu-amd64"),
+            Some("2.9-beta1")
+        );
     }
 
     #[test]
     fn tools_url_must_be_http() {
-        for url in ["", "ftp://x/tools", "file:///tmp/tools", "https://", "http:///tools", "-https://x", "tools.tgz"] {
+        for url in [
+            "",
+            "ftp://x/tools",
+            "file:///tmp/tools",
+            "https://",
+            "http:///tools",
+            "-https://x",
+            "tools.tgz",
+        ] {
             assert_rejected(|c| c.tools.url = url.into(), "tools.url", "");
         }
-        assert_rejected(|c| c.tools.url = "ftp://x/t".into(), "tools.url", "http:// or https://");
-        assert_rejected(|c| c.tools.url = "https://x/a b".into(), "tools.url", "percent-encode");
-        assert_rejected(|c| c.tools.url = "https://x/a\tb".into(), "tools.url", "percent-encode");
+        assert_rejected(
+            |c| c.tools.url = "ftp://x/t".into(),
+            "tools.url",
+            "http:// or https://",
+        );
+        assert_rejected(
+            |c| c.tools.url = "https://x/a b".into(),
+            "tools.url",
+            "percent-encode",
+        );
+        assert_rejected(
+            |c| c.tools.url = "https://x/a\tb".into(),
+            "tools.url",
+            "percent-encode",
+        );
     }
 
     #[test]
     fn tools_sha256_must_be_64_hex() {
-        for sha in ["", "abc", &"a".repeat(63), &"a".repeat(65), &"g".repeat(64), &format!("{} ", "a".repeat(63))] {
-            assert_rejected(|c| c.tools.sha256 = sha.into(), "tools.sha256", "64 hexadecimal digits");
+        for sha in [
+            "",
+            "abc",
+            &"a".repeat(63),
+            &"a".repeat(65),
+            &"g".repeat(64),
+            &format!("{} ", "a".repeat(63)),
+        ] {
+            assert_rejected(
+                |c| c.tools.sha256 = sha.into(),
+                "tools.sha256",
+                "64 hexadecimal digits",
+            );
         }
         let mut config = machine();
         config.tools.sha256 = "ABCDEF0123456789".repeat(4);
@@ -493,7 +651,11 @@ mod tests {
 
     #[test]
     fn api_addresses_checked() {
-        assert_rejected(|c| c.api_info.addrs.clear(), "api-info.addrs", "at least one");
+        assert_rejected(
+            |c| c.api_info.addrs.clear(),
+            "api-info.addrs",
+            "at least one",
+        );
         for address in [
             "10.0.0.1",
             "10.0.0.1:",
@@ -508,30 +670,58 @@ mod tests {
             "host-:17070",
             "a..b:1",
         ] {
-            assert_rejected(|c| c.api_info.addrs = vec![address.into()], "api-info.addrs[0]", "host:port");
+            assert_rejected(
+                |c| c.api_info.addrs = vec![address.into()],
+                "api-info.addrs[0]",
+                "host:port",
+            );
         }
     }
 
     #[test]
     fn ca_cert_must_be_pem() {
-        assert_rejected(|c| c.api_info.ca_cert = "not a cert".into(), "api-info.ca-cert", "PEM certificate");
-        assert_rejected(|c| c.api_info.ca_cert.clear(), "api-info.ca-cert", "PEM certificate");
+        assert_rejected(
+            |c| c.api_info.ca_cert = "not a cert".into(),
+            "api-info.ca-cert",
+            "PEM certificate",
+        );
+        assert_rejected(
+            |c| c.api_info.ca_cert.clear(),
+            "api-info.ca-cert",
+            "PEM certificate",
+        );
     }
 
     #[test]
     fn tag_must_match_machine() {
-        assert_rejected(|c| c.api_info.tag = "machine-2".into(), "api-info.tag", "\"machine-1-lxc-0\"");
+        assert_rejected(
+            |c| c.api_info.tag = "machine-2".into(),
+            "api-info.tag",
+            "\"machine-1-lxc-0\"",
+        );
     }
 
     #[test]
     fn password_must_not_be_empty() {
-        assert_rejected(|c| c.api_info.password.clear(), "api-info.password", "must not be empty");
+        assert_rejected(
+            |c| c.api_info.password.clear(),
+            "api-info.password",
+            "must not be empty",
+        );
     }
 
     #[test]
     fn model_tag_checked() {
-        assert_rejected(|c| c.api_info.model_tag = Some("0b4e7a3c".into()), "api-info.model-tag", "model-<uuid>");
-        assert_rejected(|c| c.api_info.model_tag = Some("model-".into()), "api-info.model-tag", "model-<uuid>");
+        assert_rejected(
+            |c| c.api_info.model_tag = Some("0b4e7a3c".into()),
+            "api-info.model-tag",
+            "model-<uuid>",
+        );
+        assert_rejected(
+            |c| c.api_info.model_tag = Some("model-".into()),
+            "api-info.model-tag",
+            "model-<uuid>",
+        );
     }
 
     #[test]
@@ -543,26 +733,60 @@ mod tests {
         state.addrs = vec!["nope".into()];
         config.state_info = Some(state);
         let fields: Vec<String> = problems(&config).into_iter().map(|p| p.field).collect();
-        assert_eq!(fields, ["state-info.addrs[0]", "state-info.tag", "state-info.password"]);
+        assert_eq!(
+            fields,
+            [
+                "state-info.addrs[0]",
+                "state-info.tag",
+                "state-info.password"
+            ]
+        );
     }
 
     #[test]
     fn authorized_key_must_be_one_line() {
         assert_rejected(
-            |c| c.authorized_keys.push("ssh-ed25519 AAAA a\nssh-rsa BBBB evil".into()),
+            |c| {
+                c.authorized_keys
+                    .push("ssh-ed25519 AAAA a\nssh-rsa BBBB evil".into())
+            },
             "authorized-keys[1]",
             "single line",
         );
-        assert_rejected(|c| c.authorized_keys.push("ssh-ed25519 AAAA a\r".into()), "authorized-keys[1]", "single line");
-        assert_rejected(|c| c.authorized_keys.push("  ".into()), "authorized-keys[1]", "not empty");
+        assert_rejected(
+            |c| c.authorized_keys.push("ssh-ed25519 AAAA a\r".into()),
+            "authorized-keys[1]",
+            "single line",
+        );
+        assert_rejected(
+            |c| c.authorized_keys.push("  ".into()),
+            "authorized-keys[1]",
+            "not empty",
+        );
     }
 
     #[test]
     fn proxy_values_checked() {
-        assert_rejected(|c| c.proxy.http = "http://proxy\u{1b}:3128".into(), "proxy.http", "control character");
-        assert_rejected(|c| c.proxy.https = "--config=/etc/passwd".into(), "proxy.https", "not start with '-'");
-        assert_rejected(|c| c.apt_proxy.http = "http://a\"b:3128".into(), "apt-proxy.http", "%22");
-        assert_rejected(|c| c.apt_proxy.ftp = "ftp://x\u{7f}".into(), "apt-proxy.ftp", "control character");
+        assert_rejected(
+            |c| c.proxy.http = "http://proxy\u{1b}:3128".into(),
+            "proxy.http",
+            "control character",
+        );
+        assert_rejected(
+            |c| c.proxy.https = "--config=/etc/passwd".into(),
+            "proxy.https",
+            "not start with '-'",
+        );
+        assert_rejected(
+            |c| c.apt_proxy.http = "http://a\"b:3128".into(),
+            "apt-proxy.http",
+            "%22",
+        );
+        assert_rejected(
+            |c| c.apt_proxy.ftp = "ftp://x\u{7f}".into(),
+            "apt-proxy.ftp",
+            "control character",
+        );
         // The agent proxy is only ever shell-quoted or systemd-quoted, so a
         // double quote is fine there.
         let mut config = machine();
@@ -595,12 +819,36 @@ mod tests {
         };
         type Change = fn(&mut InterfaceInfo);
         let cases: [(Change, &str, &str); 6] = [
-            (|i| i.name = "eth 0".into(), "network-interfaces[0].name", "only printable"),
-            (|i| i.mac = Some("ff:ff:ff:ff:ff:ff".into()), "network-interfaces[0].mac", "multicast"),
-            (|i| i.address = "10.0.3.5".into(), "network-interfaces[0].address", "prefix length"),
-            (|i| i.address = "10.0.3.5/33".into(), "network-interfaces[0].address", "prefix length"),
-            (|i| i.gateway = Some("gw".into()), "network-interfaces[0].gateway", "IP address"),
-            (|i| i.mtu = Some(10), "network-interfaces[0].mtu", "between 68"),
+            (
+                |i| i.name = "eth 0".into(),
+                "network-interfaces[0].name",
+                "only printable",
+            ),
+            (
+                |i| i.mac = Some("ff:ff:ff:ff:ff:ff".into()),
+                "network-interfaces[0].mac",
+                "multicast",
+            ),
+            (
+                |i| i.address = "10.0.3.5".into(),
+                "network-interfaces[0].address",
+                "prefix length",
+            ),
+            (
+                |i| i.address = "10.0.3.5/33".into(),
+                "network-interfaces[0].address",
+                "prefix length",
+            ),
+            (
+                |i| i.gateway = Some("gw".into()),
+                "network-interfaces[0].gateway",
+                "IP address",
+            ),
+            (
+                |i| i.mtu = Some(10),
+                "network-interfaces[0].mtu",
+                "between 68",
+            ),
         ];
         for (change, field, rule) in cases {
             let mut broken = interface.clone();
@@ -612,8 +860,16 @@ mod tests {
     #[test]
     fn nul_rejected_in_any_string() {
         assert_rejected(|c| c.machine_nonce = "a\0b".into(), "machine-nonce", "NUL");
-        assert_rejected(|c| c.api_info.ca_cert = CA_CERT.replacen("MII", "M\0II", 1), "api-info.ca-cert", "NUL");
-        assert_rejected(|c| c.api_info.password = "pa\0ss".into(), "api-info.password", "NUL");
+        assert_rejected(
+            |c| c.api_info.ca_cert = CA_CERT.replacen("MII", "M\0II", 1),
+            "api-info.ca-cert",
+            "NUL",
+        );
+        assert_rejected(
+            |c| c.api_info.password = "pa\0ss".into(),
+            "api-info.password",
+            "NUL",
+        );
         assert_rejected(
             |c| {
                 c.agent_environment.insert("A".into(), "x\0".into());
@@ -621,22 +877,39 @@ mod tests {
             "agent-environment.A",
             "NUL",
         );
-        assert_rejected(|c| c.constraints.arch = Some("amd\x0064".into()), "constraints.arch", "NUL");
+        assert_rejected(
+            |c| c.constraints.arch = Some("amd\x0064".into()),
+            "constraints.arch",
+            "NUL",
+        );
     }
 
     #[test]
     fn line_break_rejected_outside_ca_cert() {
         for line_break in ["\n", "\r", "\u{85}", "\u{2028}", "\u{2029}"] {
-            assert_rejected(|c| c.api_info.password = format!("a{line_break}b"), "api-info.password", "single line");
+            assert_rejected(
+                |c| c.api_info.password = format!("a{line_break}b"),
+                "api-info.password",
+                "single line",
+            );
             assert_rejected(
                 |c| {
-                    c.agent_environment.insert("A".into(), format!("x{line_break}y"));
+                    c.agent_environment
+                        .insert("A".into(), format!("x{line_break}y"));
                 },
                 "agent-environment.A",
                 "single line",
             );
-            assert_rejected(|c| c.proxy.http = format!("http://p{line_break}:1"), "proxy.http", "single line");
-            assert_rejected(|c| c.constraints.arch = Some(format!("a{line_break}")), "constraints.arch", "single line");
+            assert_rejected(
+                |c| c.proxy.http = format!("http://p{line_break}:1"),
+                "proxy.http",
+                "single line",
+            );
+            assert_rejected(
+                |c| c.constraints.arch = Some(format!("a{line_break}")),
+                "constraints.arch",
+                "single line",
+            );
         }
         // A PEM certificate is made of lines.
         let mut config = machine();
@@ -652,12 +925,23 @@ mod tests {
         config.tools.size = 0;
         config.api_info.password = "a\nb".into();
         let fields: Vec<String> = problems(&config).into_iter().map(|p| p.field).collect();
-        assert_eq!(fields, ["api-info.password", "machine-nonce", "tools.sha256", "tools.size"]);
+        assert_eq!(
+            fields,
+            [
+                "api-info.password",
+                "machine-nonce",
+                "tools.sha256",
+                "tools.size"
+            ]
+        );
         let error = config.validate().unwrap_err();
         assert!(error.is_invalid_input());
         let message = error.to_string();
         assert!(message.starts_with("4 invalid values:"), "{message}");
-        assert!(message.contains("invalid tools.sha256 \"x\": must be a SHA-256 digest"), "{message}");
+        assert!(
+            message.contains("invalid tools.sha256 \"x\": must be a SHA-256 digest"),
+            "{message}"
+        );
     }
 
     #[test]

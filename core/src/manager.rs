@@ -46,6 +46,18 @@ pub trait Manager: Send + Sync {
 
     /// Lists every container of this manager, running or not.
     fn list_containers(&self) -> Result<Vec<Instance>>;
+
+    /// Destroys every container of this manager that a create left half
+    /// made because its process died, and returns their ids. Containers
+    /// whose create is still running in any process, and containers whose
+    /// create succeeded, are left alone (see [`crate::pending`]).
+    fn collect_garbage(&self) -> Result<Vec<InstanceId>>;
+}
+
+/// Returns the directory name prefix shared by every container of manager
+/// `manager_name`: `<manager name>-machine-`.
+pub fn container_prefix(manager_name: &str) -> String {
+    format!("{manager_name}-machine-")
 }
 
 /// Prepares the host to run a backend.

@@ -23,8 +23,13 @@ pub fn validate_label(field: &str, value: &str) -> Result<(), InvalidValue> {
             value.len()
         ));
     }
-    if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
-        return reject(format!("contains {bad:?}; only ASCII letters, digits and '-' are allowed"));
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
+        return reject(format!(
+            "contains {bad:?}; only ASCII letters, digits and '-' are allowed"
+        ));
     }
     if !value.starts_with(|c: char| c.is_ascii_alphabetic()) {
         return reject("must start with a letter".into());
@@ -59,7 +64,9 @@ pub fn validate_machine_id(id: &str) -> Result<(), InvalidValue> {
     }
     for (index, part) in parts.iter().enumerate() {
         let valid = if index % 2 == 0 {
-            !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && (part.len() == 1 || !part.starts_with('0'))
+            !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_digit())
+                && (part.len() == 1 || !part.starts_with('0'))
         } else {
             !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase())
         };
@@ -92,15 +99,30 @@ mod tests {
 
     #[test]
     fn container_name_of_nested_machine() {
-        assert_eq!(container_name("juju", "1/lxc/0").unwrap(), "juju-machine-1-lxc-0");
+        assert_eq!(
+            container_name("juju", "1/lxc/0").unwrap(),
+            "juju-machine-1-lxc-0"
+        );
         assert_eq!(container_name("juju", "0").unwrap(), "juju-machine-0");
     }
 
     #[test]
     fn container_names_with_symbols_rejected() {
-        for name in ["Best_#1", "SWEET!", "almost_lions?", "a b", "a.b", "a\nb", "a\0b", "ü"] {
+        for name in [
+            "Best_#1",
+            "SWEET!",
+            "almost_lions?",
+            "a b",
+            "a.b",
+            "a\nb",
+            "a\0b",
+            "ü",
+        ] {
             let error = validate_container_name(name).unwrap_err();
-            assert!(error.rule.contains("only ASCII letters, digits and '-'"), "{name:?}: {error}");
+            assert!(
+                error.rule.contains("only ASCII letters, digits and '-'"),
+                "{name:?}: {error}"
+            );
             assert!(error.to_string().contains("container name"), "{error}");
         }
     }
@@ -146,7 +168,10 @@ mod tests {
         for id in ["0", "1/lxc/0", "12/kvm/3/lxc/10"] {
             validate_machine_id(id).unwrap();
         }
-        for id in ["", "a", "1/", "1/lxc", "1/lxc/", "/1", "1//0", "01", "1/LXC/0", "1/lxc/0/", "1 /lxc/0", "-1"] {
+        for id in [
+            "", "a", "1/", "1/lxc", "1/lxc/", "/1", "1//0", "01", "1/LXC/0", "1/lxc/0/",
+            "1 /lxc/0", "-1",
+        ] {
             assert!(validate_machine_id(id).is_err(), "{id:?} accepted");
         }
     }

@@ -51,7 +51,11 @@ impl MacAddress {
     pub fn from_bytes(bytes: [u8; 6]) -> Result<Self, InvalidValue> {
         let text = format_mac(&bytes);
         if bytes == [0; 6] {
-            return Err(InvalidValue::new("MAC address", text, "must not be all zeros"));
+            return Err(InvalidValue::new(
+                "MAC address",
+                text,
+                "must not be all zeros",
+            ));
         }
         if bytes[0] & 0x01 != 0 {
             return Err(InvalidValue::new(
@@ -75,7 +79,11 @@ impl MacAddress {
 }
 
 fn format_mac(bytes: &[u8; 6]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl fmt::Display for MacAddress {
@@ -88,7 +96,8 @@ impl FromStr for MacAddress {
     type Err = InvalidValue;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let rule = "must be six two-digit hexadecimal octets separated by ':', such as 00:16:3e:aa:bb:01";
+        let rule =
+            "must be six two-digit hexadecimal octets separated by ':', such as 00:16:3e:aa:bb:01";
         let parts: Vec<&str> = text.split(':').collect();
         if parts.len() != 6 {
             return Err(InvalidValue::new("MAC address", text, rule));
@@ -98,9 +107,13 @@ impl FromStr for MacAddress {
             if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(InvalidValue::new("MAC address", text, rule));
             }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| InvalidValue::new("MAC address", text, rule))?;
+            *byte = u8::from_str_radix(part, 16)
+                .map_err(|_| InvalidValue::new("MAC address", text, rule))?;
         }
-        Self::from_bytes(bytes).map_err(|error| InvalidValue { value: text.to_owned(), ..error })
+        Self::from_bytes(bytes).map_err(|error| InvalidValue {
+            value: text.to_owned(),
+            ..error
+        })
     }
 }
 
@@ -130,8 +143,13 @@ pub fn validate_interface_name(name: &str) -> Result<(), InvalidValue> {
             name.len()
         ));
     }
-    if let Some(bad) = name.chars().find(|c| !c.is_ascii_graphic() || matches!(c, '/' | ':')) {
-        return reject(format!("contains {bad:?}; only printable ASCII other than '/', ':' and spaces is allowed"));
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || matches!(c, '/' | ':'))
+    {
+        return reject(format!(
+            "contains {bad:?}; only printable ASCII other than '/', ':' and spaces is allowed"
+        ));
     }
     if name == "." || name == ".." {
         return reject("must not be '.' or '..'".into());
@@ -142,7 +160,11 @@ pub fn validate_interface_name(name: &str) -> Result<(), InvalidValue> {
 /// Checks an MTU against [`MIN_MTU`] and [`MAX_MTU`].
 pub fn validate_mtu(mtu: u32) -> Result<(), InvalidValue> {
     if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
-        return Err(InvalidValue::new("MTU", mtu.to_string(), format!("must be between {MIN_MTU} and {MAX_MTU}")));
+        return Err(InvalidValue::new(
+            "MTU",
+            mtu.to_string(),
+            format!("must be between {MIN_MTU} and {MAX_MTU}"),
+        ));
     }
     Ok(())
 }
@@ -172,7 +194,12 @@ impl NetworkConfig {
     /// Creates a configuration of `kind` on host device `device`.
     pub fn new(kind: NetworkKind, device: &str) -> Result<Self, InvalidValue> {
         validate_interface_name(device)?;
-        Ok(Self { kind, device: device.to_owned(), mtu: None, mac: None })
+        Ok(Self {
+            kind,
+            device: device.to_owned(),
+            mtu: None,
+            mac: None,
+        })
     }
 
     /// Sets the MTU of the container's NIC.
@@ -236,7 +263,8 @@ impl FromStr for NetworkConfig {
     type Err = InvalidValue;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let form = "must be bridge:DEVICE or physical:DEVICE, optionally followed by ,mtu=N and ,mac=M";
+        let form =
+            "must be bridge:DEVICE or physical:DEVICE, optionally followed by ,mtu=N and ,mac=M";
         let mut parts = text.split(',');
         let head = parts.next().unwrap_or_default();
         let Some((kind, device)) = head.split_once(':') else {
@@ -254,7 +282,11 @@ impl FromStr for NetworkConfig {
                 Some(("mtu", value)) if !seen_mtu => {
                     seen_mtu = true;
                     let mtu = value.parse::<u32>().map_err(|_| {
-                        InvalidValue::new("MTU", value, format!("must be a number between {MIN_MTU} and {MAX_MTU}"))
+                        InvalidValue::new(
+                            "MTU",
+                            value,
+                            format!("must be a number between {MIN_MTU} and {MAX_MTU}"),
+                        )
                     })?;
                     config = config.with_mtu(mtu)?;
                 }
@@ -287,8 +319,16 @@ mod tests {
 
     #[test]
     fn mac_with_multicast_bit_rejected() {
-        for mac in ["11:11:C0:A8:83:01", "FF:16:3e:00:00:01", "ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01"] {
-            let error = NetworkConfig::bridge("br0").unwrap().with_mac(mac).unwrap_err();
+        for mac in [
+            "11:11:C0:A8:83:01",
+            "FF:16:3e:00:00:01",
+            "ff:ff:ff:ff:ff:ff",
+            "01:00:5e:00:00:01",
+        ] {
+            let error = NetworkConfig::bridge("br0")
+                .unwrap()
+                .with_mac(mac)
+                .unwrap_err();
             assert_eq!(error.value, mac);
             assert!(error.rule.contains("multicast"), "{error}");
         }
@@ -302,13 +342,25 @@ mod tests {
 
     #[test]
     fn mac_written_lowercase() {
-        let config = NetworkConfig::bridge("br0").unwrap().with_mac("00:16:3E:AA:bb:01").unwrap();
+        let config = NetworkConfig::bridge("br0")
+            .unwrap()
+            .with_mac("00:16:3E:AA:bb:01")
+            .unwrap();
         assert_eq!(config.mac().unwrap().to_string(), "00:16:3e:aa:bb:01");
     }
 
     #[test]
     fn mac_malformed_rejected() {
-        for mac in ["", "00:16:3e:aa:bb", "00:16:3e:aa:bb:01:02", "0:16:3e:aa:bb:01", "00-16-3e-aa-bb-01", "zz:16:3e:aa:bb:01", "00:16:3e:aa:bb:+1", "00:16:3e:aa:bb:01\n"] {
+        for mac in [
+            "",
+            "00:16:3e:aa:bb",
+            "00:16:3e:aa:bb:01:02",
+            "0:16:3e:aa:bb:01",
+            "00-16-3e-aa-bb-01",
+            "zz:16:3e:aa:bb:01",
+            "00:16:3e:aa:bb:+1",
+            "00:16:3e:aa:bb:01\n",
+        ] {
             let error = mac.parse::<MacAddress>().unwrap_err();
             assert!(error.rule.contains("hexadecimal"), "{mac:?}: {error}");
         }
@@ -341,10 +393,20 @@ mod tests {
     #[test]
     fn mtu_range_checked() {
         for mtu in [68, 1500, 9000, 65535] {
-            assert_eq!(NetworkConfig::bridge("br0").unwrap().with_mtu(mtu).unwrap().mtu(), Some(mtu));
+            assert_eq!(
+                NetworkConfig::bridge("br0")
+                    .unwrap()
+                    .with_mtu(mtu)
+                    .unwrap()
+                    .mtu(),
+                Some(mtu)
+            );
         }
         for mtu in [0, 67, 65536, u32::MAX] {
-            let error = NetworkConfig::bridge("br0").unwrap().with_mtu(mtu).unwrap_err();
+            let error = NetworkConfig::bridge("br0")
+                .unwrap()
+                .with_mtu(mtu)
+                .unwrap_err();
             assert!(error.rule.contains("between 68 and 65535"), "{error}");
         }
     }
@@ -364,7 +426,15 @@ mod tests {
 
     #[test]
     fn option_string_errors() {
-        for text in ["br0", "nat:br0", "bridge:", "bridge:br0,mtu=x", "bridge:br0,mtu=9000,mtu=1500", "bridge:br0,speed=10", "bridge:br0,"] {
+        for text in [
+            "br0",
+            "nat:br0",
+            "bridge:",
+            "bridge:br0,mtu=x",
+            "bridge:br0,mtu=9000,mtu=1500",
+            "bridge:br0,speed=10",
+            "bridge:br0,",
+        ] {
             assert!(text.parse::<NetworkConfig>().is_err(), "{text:?} accepted");
         }
     }

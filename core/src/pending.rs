@@ -64,7 +64,8 @@ impl CreateGuard {
             .mode(0o644)
             .open(&marker)
             .map_err(|error| Error::io("write created marker", &marker, error))?;
-        file.sync_all().map_err(|error| Error::io("sync created marker", &marker, error))
+        file.sync_all()
+            .map_err(|error| Error::io("sync created marker", &marker, error))
     }
 }
 
@@ -78,7 +79,12 @@ pub struct HalfMade {
 }
 
 fn open_lock(path: &Path, create: bool) -> io::Result<File> {
-    OpenOptions::new().read(true).write(true).create(create).mode(0o600).open(path)
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Takes the lock at `path` without waiting. Returns `Ok(None)` when another
@@ -106,8 +112,14 @@ impl ContainerDirs {
             .map_err(|error| Error::io("create directory", root, error))?;
 
         let counter = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let temp = root.join(format!(".{name}.{}.{counter}{TEMP_SUFFIX}", std::process::id()));
-        fs::DirBuilder::new().mode(0o755).create(&temp).map_err(|error| Error::io("create directory", &temp, error))?;
+        let temp = root.join(format!(
+            ".{name}.{}.{counter}{TEMP_SUFFIX}",
+            std::process::id()
+        ));
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&temp)
+            .map_err(|error| Error::io("create directory", &temp, error))?;
         let lock_path = temp.join(CREATE_LOCK_FILE);
         let lock = open_lock(&lock_path, true).and_then(|file| file.lock().map(|()| file));
         let lock = match lock {
@@ -118,15 +130,31 @@ impl ContainerDirs {
                 return Err(Error::io("lock container directory", lock_path, error));
             }
         };
-        match renameat2(AT_FDCWD, &temp, AT_FDCWD, &dir, RenameFlags::RENAME_NOREPLACE) {
-            Ok(()) => Ok(CreateGuard { name: name.to_owned(), dir, _lock: lock }),
+        match renameat2(
+            AT_FDCWD,
+            &temp,
+            AT_FDCWD,
+            &dir,
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => Ok(CreateGuard {
+                name: name.to_owned(),
+                dir,
+                _lock: lock,
+            }),
             Err(errno) => {
                 let _ = fs::remove_file(&lock_path);
                 let _ = fs::remove_dir(&temp);
                 if matches!(errno, Errno::EEXIST | Errno::ENOTEMPTY) {
-                    Err(Error::AlreadyExists { name: name.to_owned() })
+                    Err(Error::AlreadyExists {
+                        name: name.to_owned(),
+                    })
                 } else {
-                    Err(Error::io("move container directory into place", dir, errno.into()))
+                    Err(Error::io(
+                        "move container directory into place",
+                        dir,
+                        errno.into(),
+                    ))
                 }
             }
         }
@@ -135,7 +163,8 @@ impl ContainerDirs {
     /// Returns true when container `name` has a directory marked as
     /// created.
     pub fn is_created(&self, name: &str) -> bool {
-        self.container_dir(name).is_ok_and(|dir| dir.join(CREATED_MARKER_FILE).exists())
+        self.container_dir(name)
+            .is_ok_and(|dir| dir.join(CREATED_MARKER_FILE).exists())
     }
 
     /// Finds the container directories whose name starts with `prefix`
@@ -157,7 +186,9 @@ impl ContainerDirs {
         for entry in entries {
             let entry = entry.map_err(|error| Error::io("read directory", root, error))?;
             let file_name = entry.file_name();
-            let Some(name) = file_name.to_str() else { continue };
+            let Some(name) = file_name.to_str() else {
+                continue;
+            };
             let path = entry.path();
             if name.starts_with('.') && name.ends_with(TEMP_SUFFIX) {
                 remove_dead_temp(&path);
@@ -176,13 +207,22 @@ impl ContainerDirs {
                 Ok(Some(lock)) => Some(lock),
                 Ok(None) => continue,
                 Err(error) if error.kind() == io::ErrorKind::NotFound => None,
-                Err(error) => return Err(Error::io("lock container directory", path.join(CREATE_LOCK_FILE), error)),
+                Err(error) => {
+                    return Err(Error::io(
+                        "lock container directory",
+                        path.join(CREATE_LOCK_FILE),
+                        error,
+                    ));
+                }
             };
             // The create may have finished between the first look and the lock.
             if path.join(CREATED_MARKER_FILE).exists() {
                 continue;
             }
-            found.push(HalfMade { name: name.to_owned(), _lock: lock });
+            found.push(HalfMade {
+                name: name.to_owned(),
+                _lock: lock,
+            });
         }
         found.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(found)
@@ -202,7 +242,9 @@ fn remove_dead_temp(path: &Path) {
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
             let _ = fs::remove_dir(path);
         }
-        Err(error) => tracing::warn!(path = %path.display(), %error, "failed to lock temporary container directory"),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "failed to lock temporary container directory")
+        }
     }
 }
 
@@ -223,8 +265,15 @@ mod tests {
         assert!(guard.dir().is_dir());
         assert!(guard.dir().join(CREATE_LOCK_FILE).is_file());
         // Held by this guard, so a second open file description cannot take it.
-        assert!(try_lock(&guard.dir().join(CREATE_LOCK_FILE)).unwrap().is_none());
-        let leftovers: Vec<_> = fs::read_dir(dirs.containers_root()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(
+            try_lock(&guard.dir().join(CREATE_LOCK_FILE))
+                .unwrap()
+                .is_none()
+        );
+        let leftovers: Vec<_> = fs::read_dir(dirs.containers_root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(leftovers, vec!["juju-machine-0"]);
     }
 
@@ -233,7 +282,10 @@ mod tests {
         let (_base, dirs) = dirs();
         let _guard = dirs.new_directory_for_create("juju-machine-0").unwrap();
         let error = dirs.new_directory_for_create("juju-machine-0").unwrap_err();
-        assert!(matches!(error, Error::AlreadyExists { ref name } if name == "juju-machine-0"), "{error}");
+        assert!(
+            matches!(error, Error::AlreadyExists { ref name } if name == "juju-machine-0"),
+            "{error}"
+        );
         let entries = fs::read_dir(dirs.containers_root()).unwrap().count();
         assert_eq!(entries, 1, "the losing create left a temporary directory");
     }
@@ -266,8 +318,14 @@ mod tests {
         drop(dirs.new_directory_for_create("other-machine-0").unwrap());
         let outside = base.path().join("outside");
         fs::create_dir(&outside).unwrap();
-        std::os::unix::fs::symlink(&outside, dirs.containers_root().join("juju-machine-9")).unwrap();
-        let names: Vec<String> = dirs.half_made("juju-").unwrap().into_iter().map(|h| h.name).collect();
+        std::os::unix::fs::symlink(&outside, dirs.containers_root().join("juju-machine-9"))
+            .unwrap();
+        let names: Vec<String> = dirs
+            .half_made("juju-")
+            .unwrap()
+            .into_iter()
+            .map(|h| h.name)
+            .collect();
         assert_eq!(names, vec!["juju-machine-0"]);
     }
 
@@ -277,8 +335,14 @@ mod tests {
         drop(dirs.new_directory_for_create("juju-machine-0").unwrap());
         let found = dirs.half_made("juju-").unwrap();
         assert_eq!(found.len(), 1);
-        let lock = dirs.containers_root().join("juju-machine-0").join(CREATE_LOCK_FILE);
-        assert!(try_lock(&lock).unwrap().is_none(), "half_made returned without holding the lock");
+        let lock = dirs
+            .containers_root()
+            .join("juju-machine-0")
+            .join(CREATE_LOCK_FILE);
+        assert!(
+            try_lock(&lock).unwrap().is_none(),
+            "half_made returned without holding the lock"
+        );
     }
 
     #[test]

@@ -136,7 +136,16 @@ pub fn run_step<T, E>(
     progress.report(&ProgressEvent::StepStarted { container, step });
     let started = std::time::Instant::now();
     let value = work()?;
-    progress.report(&ProgressEvent::StepFinished { container, step, elapsed: started.elapsed() });
-    tracing::debug!(container, step = step.as_str(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "step finished");
+    progress.report(&ProgressEvent::StepFinished {
+        container,
+        step,
+        elapsed: started.elapsed(),
+    });
+    tracing::debug!(
+        container,
+        step = step.as_str(),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+        "step finished"
+    );
     Ok(value)
 }

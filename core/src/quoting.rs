@@ -95,9 +95,16 @@ mod tests {
 
     /// Runs `sh -c 'printf %s <quoted>'` and returns what the shell printed.
     fn shell_echo(quoted: &str) -> Vec<u8> {
-        let output =
-            Command::new("/bin/sh").arg("-c").arg(format!("printf %s {quoted}")).output().expect("run /bin/sh");
-        assert!(output.status.success(), "sh failed on {quoted}: {}", String::from_utf8_lossy(&output.stderr));
+        let output = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("printf %s {quoted}"))
+            .output()
+            .expect("run /bin/sh");
+        assert!(
+            output.status.success(),
+            "sh failed on {quoted}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         output.stdout
     }
 
@@ -105,7 +112,11 @@ mod tests {
     fn shell_quote_reads_back_literally() {
         for value in HOSTILE {
             let quoted = shell_quote(value);
-            assert_eq!(shell_echo(&quoted), value.as_bytes(), "value {value:?} quoted as {quoted}");
+            assert_eq!(
+                shell_echo(&quoted),
+                value.as_bytes(),
+                "value {value:?} quoted as {quoted}"
+            );
         }
         assert!(!std::path::Path::new("/tmp/berth-quoting-pwned").exists());
     }
@@ -114,7 +125,11 @@ mod tests {
     fn shell_quote_keeps_one_word() {
         for value in HOSTILE {
             let script = format!("set -- {}; printf %s \"$#\"", shell_quote(value));
-            let output = Command::new("/bin/sh").arg("-c").arg(&script).output().expect("run /bin/sh");
+            let output = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .expect("run /bin/sh");
             assert_eq!(output.stdout, b"1", "value {value:?} was not one word");
         }
     }
@@ -122,8 +137,15 @@ mod tests {
     #[test]
     fn shell_quote_assignment_and_export() {
         let value = "http://u'x\"y$z w@proxy:3128";
-        let script = format!("export http_proxy={}; /bin/sh -c 'printf %s \"$http_proxy\"'", shell_quote(value));
-        let output = Command::new("/bin/sh").arg("-c").arg(&script).output().expect("run /bin/sh");
+        let script = format!(
+            "export http_proxy={}; /bin/sh -c 'printf %s \"$http_proxy\"'",
+            shell_quote(value)
+        );
+        let output = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .expect("run /bin/sh");
         assert_eq!(String::from_utf8(output.stdout).unwrap(), value);
     }
 

@@ -105,7 +105,11 @@ pub fn write_user_data(machine: &MachineConfig, dir: &Path) -> Result<PathBuf> {
 /// hostname (usually the full container name) and writes it to
 /// `<dir>/cloud-init` with [`crate::write_cloud_init_file`]. Returns the
 /// path written. Nothing is written when a value is invalid.
-pub fn write_user_data_for_host(machine: &MachineConfig, hostname: &str, dir: &Path) -> Result<PathBuf> {
+pub fn write_user_data_for_host(
+    machine: &MachineConfig,
+    hostname: &str,
+    dir: &Path,
+) -> Result<PathBuf> {
     let data = render_user_data_for_host(machine, hostname)?;
     crate::dirs::write_cloud_init_file(dir, &data)
 }
@@ -120,12 +124,18 @@ pub fn render_agent_conf(machine: &MachineConfig) -> Result<String> {
 
 /// Returns the path of the agent configuration file inside the machine.
 pub fn agent_conf_path(machine: &MachineConfig) -> Result<PathBuf> {
-    Ok(machine.data_dir.join("agents").join(machine.tag()?).join("agent.conf"))
+    Ok(machine
+        .data_dir
+        .join("agents")
+        .join(machine.tag()?)
+        .join("agent.conf"))
 }
 
 /// Returns the path of the install script inside the machine.
 pub fn install_script_path(machine: &MachineConfig) -> Result<PathBuf> {
-    Ok(machine.data_dir.join(format!("install-{}.sh", machine.tag()?)))
+    Ok(machine
+        .data_dir
+        .join(format!("install-{}.sh", machine.tag()?)))
 }
 
 /// Returns the path of the machine agent's systemd unit inside the machine.
@@ -136,7 +146,11 @@ pub fn agent_unit_path(machine: &MachineConfig) -> Result<PathBuf> {
 /// Returns the path of the machine agent binary inside the machine:
 /// `<data dir>/tools/<tag>/jujud`.
 pub fn agent_binary_path(machine: &MachineConfig) -> Result<PathBuf> {
-    Ok(machine.data_dir.join("tools").join(machine.tag()?).join("jujud"))
+    Ok(machine
+        .data_dir
+        .join("tools")
+        .join(machine.tag()?)
+        .join("jujud"))
 }
 
 fn agent_unit_name(tag: &str) -> String {
@@ -156,9 +170,9 @@ fn to_yaml<T: Serialize>(value: &T) -> Result<String> {
 
 /// Returns `path` as UTF-8 text. Validation rejects paths that are not.
 fn path_text(field: &str, path: &Path) -> Result<String> {
-    path.to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| InvalidValue::new(field, path.to_string_lossy(), "must be valid UTF-8").into())
+    path.to_str().map(str::to_owned).ok_or_else(|| {
+        InvalidValue::new(field, path.to_string_lossy(), "must be valid UTF-8").into()
+    })
 }
 
 /// The cloud-config document, in the key order it is written.
@@ -190,7 +204,12 @@ struct WriteFile {
 
 impl WriteFile {
     fn new(path: String, content: String, permissions: &'static str) -> Self {
-        Self { path, content: LitString(content), permissions, owner: "root:root" }
+        Self {
+            path,
+            content: LitString(content),
+            permissions,
+            owner: "root:root",
+        }
     }
 }
 
@@ -211,7 +230,11 @@ impl<'a> CloudConfig<'a> {
         if let Some(apt) = apt_proxy_conf(&machine.apt_proxy) {
             write_files.push(WriteFile::new(APT_PROXY_PATH.into(), apt, "0644"));
         }
-        write_files.push(WriteFile::new(format!("{data_dir}/nonce.txt"), machine.machine_nonce.clone(), "0644"));
+        write_files.push(WriteFile::new(
+            format!("{data_dir}/nonce.txt"),
+            machine.machine_nonce.clone(),
+            "0644",
+        ));
         write_files.push(WriteFile::new(
             path_text("data-dir", &agent_conf_path(machine)?)?,
             render_agent_conf(machine)?,
@@ -223,7 +246,11 @@ impl<'a> CloudConfig<'a> {
             "0644",
         ));
         let script_path = path_text("data-dir", &install_script_path(machine)?)?;
-        write_files.push(WriteFile::new(script_path.clone(), install_script(machine)?, "0700"));
+        write_files.push(WriteFile::new(
+            script_path.clone(),
+            install_script(machine)?,
+            "0700",
+        ));
 
         let packages_enabled = !machine.disable_package_commands;
         let output_log = path_text("cloud-init-output-log", &machine.cloud_init_output_log)?;
@@ -237,7 +264,9 @@ impl<'a> CloudConfig<'a> {
             packages: if packages_enabled { PACKAGES } else { &[] },
             write_files,
             runcmd: vec![vec!["/bin/sh".into(), script_path]],
-            output: Output { all: format!("| tee -a {}", shell_quote(&output_log)) },
+            output: Output {
+                all: format!("| tee -a {}", shell_quote(&output_log)),
+            },
         })
     }
 }
@@ -268,7 +297,11 @@ struct AgentConf<'a> {
 impl<'a> AgentConf<'a> {
     fn build(machine: &'a MachineConfig) -> Result<Self> {
         let version = tools_version_number(&machine.tools.version).ok_or_else(|| {
-            InvalidValue::new("tools.version", &machine.tools.version, "must be <version>-<os>-<arch>")
+            InvalidValue::new(
+                "tools.version",
+                &machine.tools.version,
+                "must be <version>-<os>-<arch>",
+            )
         })?;
         let api = &machine.api_info;
         let state = machine.state_info.as_ref();
@@ -321,7 +354,8 @@ fn proxy_exports(proxy: &ProxySettings) -> String {
 
 fn proxy_profile(proxy: &ProxySettings) -> Option<String> {
     let exports = proxy_exports(proxy);
-    (!exports.is_empty()).then(|| format!("# Proxies of the machine agent, for login shells.\n{exports}"))
+    (!exports.is_empty())
+        .then(|| format!("# Proxies of the machine agent, for login shells.\n{exports}"))
 }
 
 /// Renders the apt configuration for `proxy`, or `None` when no apt proxy
@@ -332,7 +366,11 @@ fn apt_proxy_conf(proxy: &ProxySettings) -> Option<String> {
     // `apt-proxy.no-proxy` is not written; apt reaches every host through
     // the proxy.
     let mut conf = String::new();
-    for (scheme, value) in [("http", &proxy.http), ("https", &proxy.https), ("ftp", &proxy.ftp)] {
+    for (scheme, value) in [
+        ("http", &proxy.http),
+        ("https", &proxy.https),
+        ("ftp", &proxy.ftp),
+    ] {
         if !value.is_empty() {
             conf.push_str(&format!("Acquire::{scheme}::Proxy \"{value}\";\n"));
         }
@@ -354,13 +392,29 @@ fn agent_unit(machine: &MachineConfig) -> Result<String> {
     unit.push('\n');
     unit.push_str("[Service]\n");
     for (name, value) in proxy_variables(&machine.proxy) {
-        unit.push_str(&format!("Environment={}\n", systemd_environment(name, value)));
+        unit.push_str(&format!(
+            "Environment={}\n",
+            systemd_environment(name, value)
+        ));
     }
     for (name, value) in &machine.agent_environment {
-        unit.push_str(&format!("Environment={}\n", systemd_environment(name, value)));
+        unit.push_str(&format!(
+            "Environment={}\n",
+            systemd_environment(name, value)
+        ));
     }
-    let command = [binary.as_str(), "machine", "--data-dir", &data_dir, "--machine-id", &machine.machine_id];
-    let command: Vec<String> = command.iter().map(|word| systemd_quote_argument(word)).collect();
+    let command = [
+        binary.as_str(),
+        "machine",
+        "--data-dir",
+        &data_dir,
+        "--machine-id",
+        &machine.machine_id,
+    ];
+    let command: Vec<String> = command
+        .iter()
+        .map(|word| systemd_quote_argument(word))
+        .collect();
     unit.push_str(&format!("ExecStart={}\n", command.join(" ")));
     unit.push_str("Restart=on-failure\n");
     unit.push_str("RestartSec=5\n");

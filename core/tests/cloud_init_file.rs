@@ -16,8 +16,10 @@ fn restrictive_umask() {
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     names
 }
@@ -28,9 +30,16 @@ fn mode_0644_despite_umask() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_cloud_init_file(dir.path(), b"#cloud-config\n").unwrap();
     assert_eq!(path, dir.path().join("cloud-init"));
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777, 0o644);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+        0o644
+    );
     assert_eq!(std::fs::read(&path).unwrap(), b"#cloud-config\n");
-    assert_eq!(entries(dir.path()), ["cloud-init"], "a temporary file was left");
+    assert_eq!(
+        entries(dir.path()),
+        ["cloud-init"],
+        "a temporary file was left"
+    );
 }
 
 #[test]
@@ -68,7 +77,11 @@ fn reader_never_sees_partial_file() {
             let mut reads = 0u32;
             while !done.load(Ordering::Relaxed) || reads == 0 {
                 let data = std::fs::read(&path).unwrap();
-                assert!(data == old || data == new, "read {} bytes of a partial file", data.len());
+                assert!(
+                    data == old || data == new,
+                    "read {} bytes of a partial file",
+                    data.len()
+                );
                 reads += 1;
             }
         })
@@ -85,7 +98,9 @@ fn reader_never_sees_partial_file() {
 fn concurrent_writes_all_succeed() {
     restrictive_umask();
     let dir = tempfile::tempdir().unwrap();
-    let contents: Vec<Vec<u8>> = (0..8).map(|i| format!("writer {i}\n").into_bytes()).collect();
+    let contents: Vec<Vec<u8>> = (0..8)
+        .map(|i| format!("writer {i}\n").into_bytes())
+        .collect();
     std::thread::scope(|scope| {
         for content in &contents {
             let dir = dir.path();
@@ -93,7 +108,11 @@ fn concurrent_writes_all_succeed() {
         }
     });
     let data = std::fs::read(dir.path().join("cloud-init")).unwrap();
-    assert!(contents.contains(&data), "{}", String::from_utf8_lossy(&data));
+    assert!(
+        contents.contains(&data),
+        "{}",
+        String::from_utf8_lossy(&data)
+    );
     assert_eq!(entries(dir.path()), ["cloud-init"]);
 }
 
@@ -102,7 +121,10 @@ fn missing_directory_fails_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("absent");
     let error = write_cloud_init_file(&missing, b"x").unwrap_err();
-    assert!(error.to_string().contains("write cloud-init file"), "{error}");
+    assert!(
+        error.to_string().contains("write cloud-init file"),
+        "{error}"
+    );
     assert!(error.to_string().contains("absent/cloud-init"), "{error}");
     assert!(!missing.exists());
 }

@@ -17,14 +17,20 @@ fn new_directory_creates() {
     assert_eq!(dir, base.path().join("containers").join(NAME));
     let metadata = std::fs::metadata(&dir).unwrap();
     assert!(metadata.is_dir());
-    assert_eq!(metadata.permissions().mode() & 0o777, 0o755 & !current_umask());
+    assert_eq!(
+        metadata.permissions().mode() & 0o777,
+        0o755 & !current_umask()
+    );
 }
 
 /// Reads the umask from `/proc/self/status`, which, unlike `umask(2)`,
 /// does not change it while other tests run.
 fn current_umask() -> u32 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find_map(|line| line.strip_prefix("Umask:")).expect("Umask line");
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Umask:"))
+        .expect("Umask line");
     u32::from_str_radix(line.trim(), 8).unwrap()
 }
 
@@ -38,7 +44,10 @@ fn second_create_already_exists() {
         Err(Error::AlreadyExists { name }) => assert_eq!(name, NAME),
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
-    assert_eq!(std::fs::read_to_string(dir.join("marker")).unwrap(), "first");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("marker")).unwrap(),
+        "first"
+    );
 }
 
 #[test]
@@ -50,12 +59,18 @@ fn removals_get_numbered_names() {
     for (round, name) in expected.iter().enumerate() {
         let dir = dirs.new_directory(NAME).unwrap();
         std::fs::write(dir.join("round"), round.to_string()).unwrap();
-        let target = dirs.remove_directory(NAME).unwrap().expect("directory moved");
+        let target = dirs
+            .remove_directory(NAME)
+            .unwrap()
+            .expect("directory moved");
         assert_eq!(target, removed.join(name));
         assert!(!dir.exists());
     }
     for (round, name) in expected.iter().enumerate() {
-        assert_eq!(std::fs::read_to_string(removed.join(name).join("round")).unwrap(), round.to_string());
+        assert_eq!(
+            std::fs::read_to_string(removed.join(name).join("round")).unwrap(),
+            round.to_string()
+        );
     }
 }
 
@@ -78,25 +93,42 @@ fn racing_removals_lose_nothing() {
     let barrier = Arc::new(Barrier::new(THREADS));
     let handles: Vec<_> = (0..THREADS)
         .map(|thread| {
-            let dirs = ContainerDirs::new(base.path().join(format!("containers-{thread}")), &removed);
+            let dirs =
+                ContainerDirs::new(base.path().join(format!("containers-{thread}")), &removed);
             let dir = dirs.new_directory(NAME).unwrap();
             std::fs::write(dir.join("owner"), thread.to_string()).unwrap();
             let barrier = Arc::clone(&barrier);
             std::thread::spawn(move || {
                 barrier.wait();
-                dirs.remove_directory(NAME).unwrap().expect("directory moved")
+                dirs.remove_directory(NAME)
+                    .unwrap()
+                    .expect("directory moved")
             })
         })
         .collect();
-    let mut targets: Vec<PathBuf> = handles.into_iter().map(|handle| handle.join().unwrap()).collect();
+    let mut targets: Vec<PathBuf> = handles
+        .into_iter()
+        .map(|handle| handle.join().unwrap())
+        .collect();
     targets.sort();
     targets.dedup();
     assert_eq!(targets.len(), THREADS, "two removals got the same target");
 
-    let mut owners: Vec<usize> =
-        targets.iter().map(|target| std::fs::read_to_string(target.join("owner")).unwrap().parse().unwrap()).collect();
+    let mut owners: Vec<usize> = targets
+        .iter()
+        .map(|target| {
+            std::fs::read_to_string(target.join("owner"))
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
     owners.sort();
-    assert_eq!(owners, (0..THREADS).collect::<Vec<_>>(), "a directory was lost or overwritten");
+    assert_eq!(
+        owners,
+        (0..THREADS).collect::<Vec<_>>(),
+        "a directory was lost or overwritten"
+    );
     assert_eq!(std::fs::read_dir(&removed).unwrap().count(), THREADS);
 }
 
@@ -114,13 +146,25 @@ fn symlinked_directory_moved_as_link() {
     std::os::unix::fs::symlink(outside.path(), &link).unwrap();
 
     let target = dirs.remove_directory(NAME).unwrap().expect("link moved");
-    assert!(std::fs::symlink_metadata(&link).is_err(), "link still in the containers root");
+    assert!(
+        std::fs::symlink_metadata(&link).is_err(),
+        "link still in the containers root"
+    );
     let metadata = std::fs::symlink_metadata(&target).unwrap();
-    assert!(metadata.file_type().is_symlink(), "the link's target was moved instead of the link");
+    assert!(
+        metadata.file_type().is_symlink(),
+        "the link's target was moved instead of the link"
+    );
     assert_eq!(std::fs::read_link(&target).unwrap(), outside.path());
 
-    assert_eq!(std::fs::read_to_string(outside.path().join("precious")).unwrap(), "keep me");
-    assert_eq!(std::fs::read_to_string(outside.path().join("sub/also")).unwrap(), "keep me too");
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("precious")).unwrap(),
+        "keep me"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("sub/also")).unwrap(),
+        "keep me too"
+    );
     assert_eq!(entries(outside.path()), ["precious", "sub"]);
 }
 
@@ -128,21 +172,42 @@ fn symlinked_directory_moved_as_link() {
 fn hostile_names_rejected() {
     let base = tempfile::tempdir().unwrap();
     let dirs = ContainerDirs::under(base.path());
-    for name in
-        ["", ".", "..", "../escape", "a/b", "/etc", "Best_#1", "SWEET!", "almost_lions?", "x\n", "x\0", "-x", "x-"]
-    {
+    for name in [
+        "",
+        ".",
+        "..",
+        "../escape",
+        "a/b",
+        "/etc",
+        "Best_#1",
+        "SWEET!",
+        "almost_lions?",
+        "x\n",
+        "x\0",
+        "-x",
+        "x-",
+    ] {
         let error = dirs.new_directory(name).unwrap_err();
         assert!(error.is_invalid_input(), "{name:?}: {error}");
-        assert!(error.to_string().contains("container name"), "{name:?}: {error}");
+        assert!(
+            error.to_string().contains("container name"),
+            "{name:?}: {error}"
+        );
         let error = dirs.remove_directory(name).unwrap_err();
         assert!(error.is_invalid_input(), "{name:?}: {error}");
     }
-    assert_eq!(entries(base.path()), Vec::<String>::new(), "something was created");
+    assert_eq!(
+        entries(base.path()),
+        Vec::<String>::new(),
+        "something was created"
+    );
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     names
 }

@@ -34,8 +34,15 @@ fn serve(path: &'static str, body: Vec<u8>) -> String {
                 }
             }
             let found = request_line.split_whitespace().nth(1) == Some(path);
-            let (status, content): (&str, &[u8]) = if found { ("200 OK", &body) } else { ("404 Not Found", b"") };
-            let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", content.len());
+            let (status, content): (&str, &[u8]) = if found {
+                ("200 OK", &body)
+            } else {
+                ("404 Not Found", b"")
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                content.len()
+            );
             let _ = stream.write_all(head.as_bytes());
             let _ = stream.write_all(content);
         }
@@ -49,12 +56,28 @@ fn tools_tarball(dir: &Path) -> (Vec<u8>, String) {
     let source = dir.join("tools-source");
     std::fs::create_dir(&source).unwrap();
     std::fs::write(source.join("jujud"), "#!/bin/sh\necho jujud\n").unwrap();
-    std::fs::set_permissions(source.join("jujud"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        source.join("jujud"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let tarball = dir.join("tools.tgz");
-    let status = Command::new("tar").arg("-czf").arg(&tarball).arg("-C").arg(&source).arg("jujud").status().unwrap();
+    let status = Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&source)
+        .arg("jujud")
+        .status()
+        .unwrap();
     assert!(status.success());
     let output = Command::new("sha256sum").arg(&tarball).output().unwrap();
-    let sha256 = String::from_utf8(output.stdout).unwrap().split_whitespace().next().unwrap().to_owned();
+    let sha256 = String::from_utf8(output.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
     (std::fs::read(&tarball).unwrap(), sha256)
 }
 
@@ -77,7 +100,11 @@ fn setup() -> Setup {
     // The proxy does not exist; no_proxy sends curl straight to loopback.
     machine.proxy.http = HOSTILE_PROXY.into();
     machine.proxy.no_proxy = "127.0.0.1".into();
-    Setup { dir, machine, sha256 }
+    Setup {
+        dir,
+        machine,
+        sha256,
+    }
 }
 
 /// Renders the user data, takes the script as PyYAML reads it and runs it
@@ -93,11 +120,22 @@ fn run_install_script(setup: &Setup) -> (Output, PathBuf) {
     let stubs = setup.dir.path().join("stubs");
     std::fs::create_dir_all(&stubs).unwrap();
     let systemctl = stubs.join("systemctl");
-    std::fs::write(&systemctl, "#!/bin/sh\nprintf '%s|%s\\n' \"$*\" \"$http_proxy\" >> \"$SYSTEMCTL_LOG\"\n").unwrap();
-    std::fs::set_permissions(&systemctl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        &systemctl,
+        "#!/bin/sh\nprintf '%s|%s\\n' \"$*\" \"$http_proxy\" >> \"$SYSTEMCTL_LOG\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &systemctl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let log = setup.dir.path().join("systemctl.log");
 
-    let path = format!("{}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", stubs.display());
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        stubs.display()
+    );
     let output = Command::new("/bin/sh")
         .arg(&script_path)
         .env_clear()
@@ -115,7 +153,9 @@ fn tools_root(setup: &Setup) -> PathBuf {
 
 fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
         Err(_) => Vec::new(),
     };
     names.sort();
@@ -128,18 +168,28 @@ fn matching_tools_installed_and_started() {
     let (output, log) = run_install_script(&setup);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "script failed\nstdout: {stdout}\nstderr: {stderr}");
-    assert!(stdout.contains("SHA-256 of agent tools matches"), "{stdout}");
+    assert!(
+        output.status.success(),
+        "script failed\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stdout.contains("SHA-256 of agent tools matches"),
+        "{stdout}"
+    );
 
     let tools = tools_root(&setup);
     assert_eq!(entries(&tools), ["3.5.1-ubuntu-amd64", "machine-1-lxc-0"]);
-    assert_eq!(std::fs::read_link(tools.join("machine-1-lxc-0")).unwrap(), Path::new("3.5.1-ubuntu-amd64"));
+    assert_eq!(
+        std::fs::read_link(tools.join("machine-1-lxc-0")).unwrap(),
+        Path::new("3.5.1-ubuntu-amd64")
+    );
     let agent = std::fs::read_to_string(tools.join("machine-1-lxc-0/jujud")).unwrap();
     assert_eq!(agent, "#!/bin/sh\necho jujud\n");
 
     let calls = std::fs::read_to_string(&log).unwrap();
-    let expected =
-        format!("daemon-reload|{HOSTILE_PROXY}\nenable --now jujud-machine-1-lxc-0.service|{HOSTILE_PROXY}\n");
+    let expected = format!(
+        "daemon-reload|{HOSTILE_PROXY}\nenable --now jujud-machine-1-lxc-0.service|{HOSTILE_PROXY}\n"
+    );
     assert_eq!(calls, expected);
     assert!(!setup.dir.path().join("$x").exists());
 }
@@ -148,17 +198,35 @@ fn matching_tools_installed_and_started() {
 fn mismatching_tools_rejected() {
     let mut setup = setup();
     let wrong = format!("{}0", &setup.sha256[..63]);
-    let wrong = if wrong == setup.sha256 { format!("{}1", &setup.sha256[..63]) } else { wrong };
+    let wrong = if wrong == setup.sha256 {
+        format!("{}1", &setup.sha256[..63])
+    } else {
+        wrong
+    };
     setup.machine.tools.sha256 = wrong.clone();
     let (output, log) = run_install_script(&setup);
     let stderr = String::from_utf8_lossy(&output.stderr);
 
-    assert!(!output.status.success(), "script accepted tools with a wrong SHA-256");
+    assert!(
+        !output.status.success(),
+        "script accepted tools with a wrong SHA-256"
+    );
     assert!(stderr.contains("rejected agent tools"), "{stderr}");
-    assert!(stderr.contains(&format!("SHA-256 is {}, expected {wrong}", setup.sha256)), "{stderr}");
+    assert!(
+        stderr.contains(&format!("SHA-256 is {}, expected {wrong}", setup.sha256)),
+        "{stderr}"
+    );
     assert!(stderr.contains("not starting the agent"), "{stderr}");
-    assert_eq!(entries(&tools_root(&setup)), Vec::<String>::new(), "something was unpacked or left");
-    assert!(!log.exists(), "systemctl was called: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert_eq!(
+        entries(&tools_root(&setup)),
+        Vec::<String>::new(),
+        "something was unpacked or left"
+    );
+    assert!(
+        !log.exists(),
+        "systemctl was called: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 }
 
 #[test]

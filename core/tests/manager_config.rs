@@ -37,10 +37,15 @@ fn capture_logs(work: impl FnOnce()) -> Vec<String> {
 
 #[test]
 fn one_warning_per_unused_key_sorted() {
-    let mut config: ManagerConfig =
-        [("zeta", "1"), ("name", "juju"), ("alpha", "2"), ("log-dir", "/x"), ("mid", "secret-value")]
-            .into_iter()
-            .collect();
+    let mut config: ManagerConfig = [
+        ("zeta", "1"),
+        ("name", "juju"),
+        ("alpha", "2"),
+        ("log-dir", "/x"),
+        ("mid", "secret-value"),
+    ]
+    .into_iter()
+    .collect();
     assert_eq!(config.pop_value("name").as_deref(), Some("juju"));
     assert_eq!(config.pop_or("log-dir", "/var/log/juju"), "/x");
 
@@ -48,10 +53,16 @@ fn one_warning_per_unused_key_sorted() {
     assert_eq!(lines.len(), 3, "{lines:#?}");
     for (line, key) in lines.iter().zip(["alpha", "mid", "zeta"]) {
         assert!(line.contains("WARN"), "{line}");
-        assert!(line.contains(&format!("unused manager config key \"{key}\"")), "{line}");
+        assert!(
+            line.contains(&format!("unused manager config key \"{key}\"")),
+            "{line}"
+        );
         assert!(line.contains("owner=\"lxc manager\""), "{line}");
     }
-    assert!(!lines.iter().any(|line| line.contains("secret-value")), "a value was logged: {lines:#?}");
+    assert!(
+        !lines.iter().any(|line| line.contains("secret-value")),
+        "a value was logged: {lines:#?}"
+    );
 }
 
 #[test]

@@ -90,18 +90,36 @@ fn document_structure() {
     assert_eq!(document["locale"], "C.UTF-8");
     assert_eq!(document["package_update"], true);
     assert_eq!(document["package_upgrade"], false);
-    assert_eq!(document["packages"], serde_json::json!(["curl", "ca-certificates"]));
+    assert_eq!(
+        document["packages"],
+        serde_json::json!(["curl", "ca-certificates"])
+    );
     assert_eq!(document["runcmd"], serde_json::json!([["/bin/sh", SCRIPT]]));
-    assert_eq!(document["output"]["all"], "| tee -a '/var/log/cloud-init-output.log'");
-    assert_eq!(written_content(&document, "/var/lib/juju/nonce.txt"), machine().machine_nonce);
+    assert_eq!(
+        document["output"]["all"],
+        "| tee -a '/var/log/cloud-init-output.log'"
+    );
+    assert_eq!(
+        written_content(&document, "/var/lib/juju/nonce.txt"),
+        machine().machine_nonce
+    );
 
-    let permissions = [("/var/lib/juju/nonce.txt", "0644"), (AGENT_CONF, "0600"), (UNIT, "0644"), (SCRIPT, "0700")];
+    let permissions = [
+        ("/var/lib/juju/nonce.txt", "0644"),
+        (AGENT_CONF, "0600"),
+        (UNIT, "0644"),
+        (SCRIPT, "0700"),
+    ];
     for (path, mode) in permissions {
         assert_eq!(written_file(&document, path)["permissions"], mode, "{path}");
     }
     // Without proxies, no proxy files are written.
-    let paths: Vec<&str> =
-        document["write_files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = document["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
     assert!(!paths.contains(&PROXY_PROFILE_PATH), "{paths:?}");
     assert!(!paths.contains(&APT_PROXY_PATH), "{paths:?}");
 }
@@ -137,10 +155,16 @@ fn agent_conf_values() {
     assert_eq!(conf["jobs"], serde_json::json!(["JobHostUnits"]));
     assert_eq!(conf["upgradedToVersion"], "3.5.1");
     assert_eq!(conf["cacert"], common::CA_CERT);
-    assert_eq!(conf["apiaddresses"], serde_json::json!(config.api_info.addrs));
+    assert_eq!(
+        conf["apiaddresses"],
+        serde_json::json!(config.api_info.addrs)
+    );
     assert_eq!(conf["apipassword"], "s3cret");
     assert_eq!(conf["model"], "model-0b4e7a3c-1111-2222-3333-444455556666");
-    assert_eq!(conf["stateaddresses"], serde_json::json!(config.api_info.addrs));
+    assert_eq!(
+        conf["stateaddresses"],
+        serde_json::json!(config.api_info.addrs)
+    );
     assert_eq!(conf["statepassword"], "s3cret");
     assert_eq!(conf["values"], serde_json::json!({}));
 }
@@ -149,27 +173,38 @@ fn agent_conf_values() {
 fn yaml_traps_read_back_as_strings() {
     let mut config = machine();
     for (index, value) in YAML_TRAPS.iter().enumerate() {
-        config.agent_environment.insert(format!("TRAP_{index}"), (*value).to_owned());
+        config
+            .agent_environment
+            .insert(format!("TRAP_{index}"), (*value).to_owned());
     }
     config.machine_nonce = "2001-12-14".into();
     config.api_info.password = "no".into();
     config.api_info.model_tag = Some("model-1e3".into());
     let document = render_and_load(&config, HOSTNAME);
 
-    assert_eq!(written_content(&document, "/var/lib/juju/nonce.txt"), "2001-12-14");
+    assert_eq!(
+        written_content(&document, "/var/lib/juju/nonce.txt"),
+        "2001-12-14"
+    );
     let conf = pyyaml_load(written_content(&document, AGENT_CONF).as_bytes());
     assert_eq!(conf["nonce"], "2001-12-14");
     assert_eq!(conf["apipassword"], "no");
     assert_eq!(conf["model"], "model-1e3");
     for (index, value) in YAML_TRAPS.iter().enumerate() {
         let read = &conf["values"][format!("TRAP_{index}")];
-        assert_eq!(read, &serde_json::Value::String((*value).to_owned()), "value {value:?} read back as {read}");
+        assert_eq!(
+            read,
+            &serde_json::Value::String((*value).to_owned()),
+            "value {value:?} read back as {read}"
+        );
     }
 }
 
 #[test]
 fn yaml_trap_hostnames_stay_strings() {
-    for hostname in ["no", "on", "yes", "off", "y", "n", "null", "true", "False", "e3", "inf", "nan"] {
+    for hostname in [
+        "no", "on", "yes", "off", "y", "n", "null", "true", "False", "e3", "inf", "nan",
+    ] {
         let document = render_and_load(&machine(), hostname);
         assert_eq!(document["hostname"], hostname, "{hostname:?}");
     }
@@ -182,9 +217,18 @@ fn yaml_traps_in_paths_and_keys() {
     config.cloud_init_output_log = "/var/log/no".into();
     config.authorized_keys = vec!["yes".into(), "2001-12-14".into(), "- x".into()];
     let document = render_and_load(&config, HOSTNAME);
-    assert_eq!(document["ssh_authorized_keys"], serde_json::json!(["yes", "2001-12-14", "- x"]));
-    assert_eq!(document["runcmd"], serde_json::json!([["/bin/sh", "/srv/on: yes #x/install-machine-1-lxc-0.sh"]]));
-    assert_eq!(written_content(&document, "/srv/on: yes #x/nonce.txt"), config.machine_nonce);
+    assert_eq!(
+        document["ssh_authorized_keys"],
+        serde_json::json!(["yes", "2001-12-14", "- x"])
+    );
+    assert_eq!(
+        document["runcmd"],
+        serde_json::json!([["/bin/sh", "/srv/on: yes #x/install-machine-1-lxc-0.sh"]])
+    );
+    assert_eq!(
+        written_content(&document, "/srv/on: yes #x/nonce.txt"),
+        config.machine_nonce
+    );
     assert_eq!(document["output"]["all"], "| tee -a '/var/log/no'");
 }
 
@@ -218,7 +262,11 @@ fn shell_variable_after_sourcing(profile: &str, variable: &str) -> String {
         .env_clear()
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -244,14 +292,22 @@ fn proxy_is_one_literal_shell_value() {
         ("NO_PROXY", "localhost, 127.0.0.1,'$x'".to_owned()),
     ];
     for (variable, value) in &expected {
-        assert_eq!(&shell_variable_after_sourcing(&profile, variable), value, "{variable} from the profile");
+        assert_eq!(
+            &shell_variable_after_sourcing(&profile, variable),
+            value,
+            "{variable} from the profile"
+        );
     }
 
     // The install script sets the same variables before it runs curl.
     let script = written_content(&document, SCRIPT);
     let (head, _) = script.split_once("\nsay() {").expect("script has a body");
     for (variable, value) in &expected {
-        assert_eq!(&shell_variable_after_sourcing(head, variable), value, "{variable} from the script");
+        assert_eq!(
+            &shell_variable_after_sourcing(head, variable),
+            value,
+            "{variable} from the script"
+        );
     }
 
     // The unit passes them to the agent, quoted for systemd.
@@ -270,20 +326,30 @@ fn apt_proxy_file() {
         written_content(&document, APT_PROXY_PATH),
         "Acquire::http::Proxy \"http://apt proxy:3142\";\nAcquire::https::Proxy \"http://u'$x@apt:3142\";\n"
     );
-    assert_eq!(written_file(&document, APT_PROXY_PATH)["permissions"], "0644");
+    assert_eq!(
+        written_file(&document, APT_PROXY_PATH)["permissions"],
+        "0644"
+    );
 }
 
 #[test]
 fn unit_runs_agent_with_environment() {
     let mut config = machine();
     config.data_dir = "/srv/juju data".into();
-    config.agent_environment.insert("JUJU_A".into(), "no".into());
-    config.agent_environment.insert("JUJU_B".into(), "50% of \"$x\" \\ y".into());
+    config
+        .agent_environment
+        .insert("JUJU_A".into(), "no".into());
+    config
+        .agent_environment
+        .insert("JUJU_B".into(), "50% of \"$x\" \\ y".into());
     let document = render_and_load(&config, HOSTNAME);
     let unit = written_content(&document, UNIT);
     let lines: Vec<&str> = unit.lines().collect();
     assert!(lines.contains(&"Environment=\"JUJU_A=no\""), "{unit}");
-    assert!(lines.contains(&"Environment=\"JUJU_B=50%% of \\\"$x\\\" \\\\ y\""), "{unit}");
+    assert!(
+        lines.contains(&"Environment=\"JUJU_B=50%% of \\\"$x\\\" \\\\ y\""),
+        "{unit}"
+    );
     let exec = "ExecStart=\"/srv/juju data/tools/machine-1-lxc-0/jujud\" \"machine\" \"--data-dir\" \"/srv/juju data\" \"--machine-id\" \"1/lxc/0\"";
     assert!(lines.contains(&exec), "{unit}");
     assert!(lines.contains(&"WantedBy=multi-user.target"), "{unit}");
@@ -296,7 +362,9 @@ fn unit_parses_with_systemd() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = machine();
     config.data_dir = dir.path().join("data dir");
-    config.agent_environment.insert("JUJU_B".into(), "50% of \"$x\" \\ y 'z'".into());
+    config
+        .agent_environment
+        .insert("JUJU_B".into(), "50% of \"$x\" \\ y 'z'".into());
     config.proxy.http = "http://us'er:p\"a$HOME w@proxy:3128".into();
     let document = render_and_load(&config, HOSTNAME);
     let unit = written_content(&document, UNIT);
@@ -313,10 +381,18 @@ fn unit_parses_with_systemd() {
         .args(["verify", "--man=no"])
         .arg(&unit_path)
         .output()
-        .unwrap_or_else(|error| panic!("cannot run systemd-analyze ({error}); install the systemd package"));
+        .unwrap_or_else(|error| {
+            panic!("cannot run systemd-analyze ({error}); install the systemd package")
+        });
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "systemd-analyze rejected the unit: {stderr}\n{unit}");
-    assert!(!stderr.contains(unit_path.to_str().unwrap()), "systemd-analyze warned: {stderr}\n{unit}");
+    assert!(
+        output.status.success(),
+        "systemd-analyze rejected the unit: {stderr}\n{unit}"
+    );
+    assert!(
+        !stderr.contains(unit_path.to_str().unwrap()),
+        "systemd-analyze warned: {stderr}\n{unit}"
+    );
 }
 
 #[test]
@@ -338,14 +414,29 @@ fn output_log_path_quoted_for_shell() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"cloud-init says hi\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"cloud-init says hi\n")
+        .unwrap();
     assert!(child.wait().unwrap().success());
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "cloud-init says hi\n");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "cloud-init says hi\n"
+    );
 }
 
 #[test]
 fn hostname_with_newline_or_nul_rejected() {
-    for hostname in ["juju\nmachine", "juju\0", "juju machine", "", "-x", "juju\r"] {
+    for hostname in [
+        "juju\nmachine",
+        "juju\0",
+        "juju machine",
+        "",
+        "-x",
+        "juju\r",
+    ] {
         let error = render_user_data_for_host(&machine(), hostname).unwrap_err();
         match &error {
             Error::Invalid(problem) => {
@@ -361,13 +452,23 @@ fn hostname_with_newline_or_nul_rejected() {
 fn config_value_with_newline_or_nul_rejected() {
     type Change = fn(&mut berth_core::MachineConfig);
     let cases: [(Change, &str); 6] = [
-        (|c| c.machine_nonce = "n\nruncmd: [reboot]".into(), "machine-nonce"),
-        (|c| c.authorized_keys = vec!["ssh-ed25519 AAAA a\nssh-rsa evil".into()], "authorized-keys[0]"),
-        (|c| c.proxy.http = "http://p:1\nexport X=1".into(), "proxy.http"),
+        (
+            |c| c.machine_nonce = "n\nruncmd: [reboot]".into(),
+            "machine-nonce",
+        ),
+        (
+            |c| c.authorized_keys = vec!["ssh-ed25519 AAAA a\nssh-rsa evil".into()],
+            "authorized-keys[0]",
+        ),
+        (
+            |c| c.proxy.http = "http://p:1\nexport X=1".into(),
+            "proxy.http",
+        ),
         (|c| c.tools.url = "https://x/\0".into(), "tools.url"),
         (
             |c| {
-                c.agent_environment.insert("A".into(), "x\nExecStartPre=/bin/evil".into());
+                c.agent_environment
+                    .insert("A".into(), "x\nExecStartPre=/bin/evil".into());
             },
             "agent-environment.A",
         ),
@@ -379,8 +480,15 @@ fn config_value_with_newline_or_nul_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let error = write_user_data_for_host(&config, HOSTNAME, dir.path()).unwrap_err();
         assert!(error.is_invalid_input(), "{field}: {error}");
-        assert!(error.to_string().contains(&format!("invalid {field} ")), "{field}: {error}");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{field}: a file was written");
+        assert!(
+            error.to_string().contains(&format!("invalid {field} ")),
+            "{field}: {error}"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "{field}: a file was written"
+        );
     }
 }
 
@@ -390,6 +498,9 @@ fn write_user_data_for_host_writes_cloud_init() {
     let path = write_user_data_for_host(&machine(), HOSTNAME, dir.path()).unwrap();
     assert_eq!(path, dir.path().join("cloud-init"));
     let data = std::fs::read(&path).unwrap();
-    assert_eq!(data, render_user_data_for_host(&machine(), HOSTNAME).unwrap());
+    assert_eq!(
+        data,
+        render_user_data_for_host(&machine(), HOSTNAME).unwrap()
+    );
     assert_eq!(pyyaml_load(&data)["hostname"], HOSTNAME);
 }

@@ -11,7 +11,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::errno::Errno;
-use nix::sys::socket::{AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto, socket};
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto, socket,
+};
 
 use berth_core::network::validate_interface_name;
 
@@ -55,7 +57,13 @@ pub struct NetlinkError {
 
 impl fmt::Display for NetlinkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {:?} failed: {}", self.operation, self.device, self.errno.desc())
+        write!(
+            f,
+            "{} {:?} failed: {}",
+            self.operation,
+            self.device,
+            self.errno.desc()
+        )
     }
 }
 
@@ -215,7 +223,11 @@ static SEQUENCE: AtomicU32 = AtomicU32::new(1);
 
 /// Sends `request` on a new socket and reads replies until the kernel
 /// acknowledges it. Returns the links the kernel sent along the way.
-fn transact(request: Request, operation: &'static str, device: &str) -> Result<Vec<LinkInfo>, NetlinkError> {
+fn transact(
+    request: Request,
+    operation: &'static str,
+    device: &str,
+) -> Result<Vec<LinkInfo>, NetlinkError> {
     let fail = |errno: Errno| NetlinkError {
         operation,
         device: device.to_owned(),
@@ -230,7 +242,13 @@ fn transact(request: Request, operation: &'static str, device: &str) -> Result<V
     .map_err(fail)?;
     let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let message = request.finish(sequence);
-    sendto(socket.as_raw_fd(), &message, &NetlinkAddr::new(0, 0), MsgFlags::empty()).map_err(fail)?;
+    sendto(
+        socket.as_raw_fd(),
+        &message,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )
+    .map_err(fail)?;
 
     let mut links = Vec::new();
     let mut buffer = vec![0u8; 64 * 1024];
@@ -308,7 +326,9 @@ pub fn ensure_bridge(name: &str, mtu: Option<u32>) -> Result<bool, NetlinkError>
     let mut request = Request::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, 0, 0, 0);
     request.name(name);
     let kind = attribute_bytes(IFLA_INFO_KIND, b"bridge");
-    request.buffer.extend_from_slice(&nested(IFLA_LINKINFO, &kind));
+    request
+        .buffer
+        .extend_from_slice(&nested(IFLA_LINKINFO, &kind));
     match transact(request, "create bridge", name) {
         Ok(_) => {}
         // Another caller created it between the look-up and this request.
@@ -359,11 +379,13 @@ pub fn delete_link(name: &str) -> Result<bool, NetlinkError> {
 }
 
 fn index_of(name: &str, operation: &'static str) -> Result<i32, NetlinkError> {
-    link(name)?.map(|link| link.index).ok_or_else(|| NetlinkError {
-        operation,
-        device: name.to_owned(),
-        errno: Errno::ENODEV,
-    })
+    link(name)?
+        .map(|link| link.index)
+        .ok_or_else(|| NetlinkError {
+            operation,
+            device: name.to_owned(),
+            errno: Errno::ENODEV,
+        })
 }
 
 /// Sets the MTU of device `name`.
@@ -378,7 +400,12 @@ pub fn set_mtu(name: &str, mtu: u32) -> Result<(), NetlinkError> {
 pub fn set_up(name: &str, up: bool) -> Result<(), NetlinkError> {
     let index = index_of(name, "set state of")?;
     let flags = if up { IFF_UP } else { 0 };
-    transact(Request::new(RTM_SETLINK, 0, index, flags, IFF_UP), "set state of", name).map(drop)
+    transact(
+        Request::new(RTM_SETLINK, 0, index, flags, IFF_UP),
+        "set state of",
+        name,
+    )
+    .map(drop)
 }
 
 /// Creates a veth pair `name` and `peer` (both down). Tests use one end as
@@ -396,8 +423,13 @@ pub fn create_veth_pair(name: &str, peer: &str) -> Result<(), NetlinkError> {
     push_attribute(&mut peer_message, IFLA_IFNAME, &peer_name);
 
     let mut info = attribute_bytes(IFLA_INFO_KIND, b"veth");
-    info.extend_from_slice(&nested(IFLA_INFO_DATA, &nested(VETH_INFO_PEER, &peer_message)));
-    request.buffer.extend_from_slice(&nested(IFLA_LINKINFO, &info));
+    info.extend_from_slice(&nested(
+        IFLA_INFO_DATA,
+        &nested(VETH_INFO_PEER, &peer_message),
+    ));
+    request
+        .buffer
+        .extend_from_slice(&nested(IFLA_LINKINFO, &info));
     transact(request, "create veth pair", name).map(drop)
 }
 
@@ -410,7 +442,10 @@ mod tests {
         let mut buffer = Vec::new();
         push_attribute(&mut buffer, IFLA_IFNAME, b"br0\0");
         push_attribute(&mut buffer, IFLA_MTU, &9000u32.to_ne_bytes());
-        buffer.extend_from_slice(&nested(IFLA_LINKINFO, &attribute_bytes(IFLA_INFO_KIND, b"bridge")));
+        buffer.extend_from_slice(&nested(
+            IFLA_LINKINFO,
+            &attribute_bytes(IFLA_INFO_KIND, b"bridge"),
+        ));
         let found = attributes(&buffer);
         assert_eq!(found.len(), 3);
         assert_eq!(read_string(found[0].1), "br0");

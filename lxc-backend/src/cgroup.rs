@@ -36,7 +36,8 @@ impl CgroupLayout {
     pub fn detect() -> Self {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         Self::from_mountinfo(&mountinfo, |mount_point| {
-            fs::read_to_string(Path::new(mount_point).join("cgroup.controllers")).unwrap_or_default()
+            fs::read_to_string(Path::new(mount_point).join("cgroup.controllers"))
+                .unwrap_or_default()
         })
     }
 
@@ -51,7 +52,9 @@ impl CgroupLayout {
                 continue;
             };
             let mut fields = after.split_whitespace();
-            let (Some(fs_type), Some(_source), Some(options)) = (fields.next(), fields.next(), fields.next()) else {
+            let (Some(fs_type), Some(_source), Some(options)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
                 continue;
             };
             let Some(mount_point) = before.split_whitespace().nth(4) else {
@@ -59,7 +62,11 @@ impl CgroupLayout {
             };
             match fs_type {
                 "cgroup" => v1.extend(options.split(',').map(str::to_owned)),
-                "cgroup2" => v2.extend(controllers_of(mount_point).split_whitespace().map(str::to_owned)),
+                "cgroup2" => v2.extend(
+                    controllers_of(mount_point)
+                        .split_whitespace()
+                        .map(str::to_owned),
+                ),
                 _ => {}
             }
         }
@@ -107,7 +114,10 @@ impl CgroupLayout {
                 ("lxc.cgroup.cpu.cfs_period_us".into(), PERIOD_US.to_string()),
                 ("lxc.cgroup.cpu.cfs_quota_us".into(), quota.to_string()),
             ]),
-            Hierarchy::V2 => Some(vec![("lxc.cgroup2.cpu.max".into(), format!("{quota} {PERIOD_US}"))]),
+            Hierarchy::V2 => Some(vec![(
+                "lxc.cgroup2.cpu.max".into(),
+                format!("{quota} {PERIOD_US}"),
+            )]),
         }
     }
 }
@@ -177,7 +187,10 @@ mod tests {
         assert_eq!(layout.memory, Some(Hierarchy::V1));
         assert_eq!(
             layout.memory_limit(512).unwrap(),
-            ("lxc.cgroup.memory.limit_in_bytes".into(), "536870912".into())
+            (
+                "lxc.cgroup.memory.limit_in_bytes".into(),
+                "536870912".into()
+            )
         );
         assert_eq!(layout.cpuset("0,1").unwrap().0, "lxc.cgroup.cpuset.cpus");
         assert_eq!(

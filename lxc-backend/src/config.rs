@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use berth_core::config::{CONFIG_KEY_LOG_DIR, CONFIG_KEY_NAME, DEFAULT_LOG_DIR};
 use berth_core::dirs::{DEFAULT_CONTAINERS_DIR, DEFAULT_REMOVED_CONTAINERS_DIR};
-use berth_core::{ContainerDirs, Error, InvalidValue, ManagerConfig, Result, validate_manager_name};
+use berth_core::{
+    ContainerDirs, Error, InvalidValue, ManagerConfig, Result, validate_manager_name,
+};
 
 use crate::image::ImageSource;
 
@@ -126,7 +128,11 @@ fn check_path(field: &str, value: &str) -> std::result::Result<PathBuf, InvalidV
     Ok(PathBuf::from(value))
 }
 
-fn parse_seconds(field: &str, value: Option<String>, default: Duration) -> std::result::Result<Duration, InvalidValue> {
+fn parse_seconds(
+    field: &str,
+    value: Option<String>,
+    default: Duration,
+) -> std::result::Result<Duration, InvalidValue> {
     match value {
         None => Ok(default),
         Some(text) if text.is_empty() => Ok(default),
@@ -140,7 +146,11 @@ fn parse_seconds(field: &str, value: Option<String>, default: Duration) -> std::
 /// Parses [`KEY_EXTRA_CONFIG`] into `(key, value)` pairs.
 pub fn parse_extra_config(text: &str) -> std::result::Result<Vec<(String, String)>, InvalidValue> {
     let mut items = Vec::new();
-    for entry in text.split(['\n', ';']).map(str::trim).filter(|entry| !entry.is_empty()) {
+    for entry in text
+        .split(['\n', ';'])
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
         let Some((key, value)) = entry.split_once('=') else {
             return Err(InvalidValue::new(
                 KEY_EXTRA_CONFIG,
@@ -191,7 +201,10 @@ impl Settings {
         }
 
         let mut path_of = |key: &str, default: Option<String>| -> Option<PathBuf> {
-            let value = config.pop_value(key).filter(|value| !value.is_empty()).or(default)?;
+            let value = config
+                .pop_value(key)
+                .filter(|value| !value.is_empty())
+                .or(default)?;
             match check_path(key, &value) {
                 Ok(path) => Some(path),
                 Err(problem) => {
@@ -203,7 +216,10 @@ impl Settings {
         let log_dir = path_of(KEY_LOG_DIR, Some(DEFAULT_LOG_DIR.to_owned()));
         let lxc_path = path_of(KEY_LXC_PATH, crate::container::default_lxc_path());
         let containers = path_of(KEY_CONTAINERS_DIR, Some(DEFAULT_CONTAINERS_DIR.to_owned()));
-        let removed = path_of(KEY_REMOVED_DIR, Some(DEFAULT_REMOVED_CONTAINERS_DIR.to_owned()));
+        let removed = path_of(
+            KEY_REMOVED_DIR,
+            Some(DEFAULT_REMOVED_CONTAINERS_DIR.to_owned()),
+        );
         let cache = path_of(KEY_IMAGE_CACHE_DIR, None);
         if let Some(path) = &lxc_path
             && path.to_string_lossy().contains(':')
@@ -270,10 +286,11 @@ impl Settings {
             }
         };
         let extra_config =
-            parse_extra_config(&config.pop_value(KEY_EXTRA_CONFIG).unwrap_or_default()).unwrap_or_else(|problem| {
-                note(Err(problem));
-                Vec::new()
-            });
+            parse_extra_config(&config.pop_value(KEY_EXTRA_CONFIG).unwrap_or_default())
+                .unwrap_or_else(|problem| {
+                    note(Err(problem));
+                    Vec::new()
+                });
 
         if lxc_path.is_none() && problems.is_empty() {
             problems.push(InvalidValue::new(
@@ -295,7 +312,10 @@ impl Settings {
             name,
             log_dir: log_dir.expect("checked above"),
             lxc_path,
-            dirs: ContainerDirs::new(containers.expect("checked above"), removed.expect("checked above")),
+            dirs: ContainerDirs::new(
+                containers.expect("checked above"),
+                removed.expect("checked above"),
+            ),
             image: image.expect("checked above"),
             image_cache_dir,
             image_os,
@@ -326,7 +346,10 @@ mod tests {
         assert_eq!(settings.log_dir, Path::new(DEFAULT_LOG_DIR));
         assert_eq!(settings.dirs, ContainerDirs::default());
         assert_eq!(settings.image, ImageSource::Busybox);
-        assert_eq!(settings.image_cache_dir, Path::new("/tmp/berth-lxc/.berth-images"));
+        assert_eq!(
+            settings.image_cache_dir,
+            Path::new("/tmp/berth-lxc/.berth-images")
+        );
         assert_eq!(settings.backing_store, BackingStore::Overlay);
         assert_eq!(settings.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
         assert!(settings.autostart);
@@ -335,7 +358,8 @@ mod tests {
 
     #[test]
     fn name_required() {
-        let error = Settings::from_config(ManagerConfig::new().with(KEY_LXC_PATH, "/tmp/x")).unwrap_err();
+        let error =
+            Settings::from_config(ManagerConfig::new().with(KEY_LXC_PATH, "/tmp/x")).unwrap_err();
         assert!(error.to_string().contains("is required"), "{error}");
     }
 
@@ -350,7 +374,10 @@ mod tests {
         let Error::InvalidMany(problems) = Settings::from_config(config).unwrap_err() else {
             panic!("expected several problems");
         };
-        let fields: Vec<&str> = problems.iter().map(|problem| problem.field.as_str()).collect();
+        let fields: Vec<&str> = problems
+            .iter()
+            .map(|problem| problem.field.as_str())
+            .collect();
         assert_eq!(
             fields,
             [
@@ -365,13 +392,15 @@ mod tests {
 
     #[test]
     fn path_with_space_rejected() {
-        let error = Settings::from_config(base().with(KEY_LOG_DIR, "/var/log/my logs")).unwrap_err();
+        let error =
+            Settings::from_config(base().with(KEY_LOG_DIR, "/var/log/my logs")).unwrap_err();
         assert!(error.to_string().contains("whitespace"), "{error}");
     }
 
     #[test]
     fn extra_config_parsed() {
-        let items = parse_extra_config("lxc.hook.pre-start = /bin/false; lxc.environment=A=1\n").unwrap();
+        let items =
+            parse_extra_config("lxc.hook.pre-start = /bin/false; lxc.environment=A=1\n").unwrap();
         assert_eq!(
             items,
             [

@@ -135,15 +135,29 @@ pub mod clone_flags {
     pub const MAYBE_SNAPSHOT: i32 = sys::LXC_CLONE_MAYBE_SNAPSHOT as i32;
 }
 
-fn c_string(container: &str, operation: &'static str, what: &str, value: &str) -> Result<CString, LxcError> {
-    CString::new(value)
-        .map_err(|_| LxcError::new(container, operation, format!("{what} {value:?} contains a NUL byte")))
+fn c_string(
+    container: &str,
+    operation: &'static str,
+    what: &str,
+    value: &str,
+) -> Result<CString, LxcError> {
+    CString::new(value).map_err(|_| {
+        LxcError::new(
+            container,
+            operation,
+            format!("{what} {value:?} contains a NUL byte"),
+        )
+    })
 }
 
 fn path_string(container: &str, operation: &'static str, path: &Path) -> Result<CString, LxcError> {
-    let text = path
-        .to_str()
-        .ok_or_else(|| LxcError::new(container, operation, format!("path {} is not UTF-8", path.display())))?;
+    let text = path.to_str().ok_or_else(|| {
+        LxcError::new(
+            container,
+            operation,
+            format!("path {} is not UTF-8", path.display()),
+        )
+    })?;
     c_string(container, operation, "path", text)
 }
 
@@ -158,7 +172,9 @@ unsafe fn take_malloced_string(text: *mut c_char) -> Option<String> {
         return None;
     }
     // SAFETY: the caller guarantees a valid NUL-terminated string.
-    let copy = unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned();
+    let copy = unsafe { CStr::from_ptr(text) }
+        .to_string_lossy()
+        .into_owned();
     // SAFETY: the caller owns the allocation and gives it up here.
     unsafe { libc::free(text.cast()) };
     Some(copy)
@@ -212,7 +228,10 @@ impl Container {
             LxcError::new(
                 name,
                 "container_new",
-                format!("liblxc returned no handle for lxc path {}", lxc_path.display()),
+                format!(
+                    "liblxc returned no handle for lxc path {}",
+                    lxc_path.display()
+                ),
             )
         })?;
         Ok(Self {
@@ -250,14 +269,21 @@ impl Container {
     /// # Safety
     ///
     /// `c` is this container's live handle and the caller holds the lock.
-    unsafe fn last_error(&self, c: *mut sys::lxc_container, operation: &'static str, fallback: &str) -> LxcError {
+    unsafe fn last_error(
+        &self,
+        c: *mut sys::lxc_container,
+        operation: &'static str,
+        fallback: &str,
+    ) -> LxcError {
         // SAFETY: reading two plain fields of the live handle under the lock.
         let (text, errno) = unsafe { ((*c).error_string, (*c).error_num) };
         let message = if text.is_null() {
             fallback.to_owned()
         } else {
             // SAFETY: liblxc keeps error_string NULL or a valid C string.
-            unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned()
+            unsafe { CStr::from_ptr(text) }
+                .to_string_lossy()
+                .into_owned()
         };
         LxcError {
             container: self.name.clone(),
@@ -304,12 +330,19 @@ impl Container {
         self.with(|c| {
             // SAFETY: live handle under the lock; both strings are valid for
             // the call and liblxc copies them.
-            let done = unsafe { lxc_call!(self, c, set_config_item, c_key.as_ptr(), c_value.as_ptr()) }?;
+            let done =
+                unsafe { lxc_call!(self, c, set_config_item, c_key.as_ptr(), c_value.as_ptr()) }?;
             if done {
                 Ok(())
             } else {
                 // SAFETY: live handle, lock held, right after the failure.
-                Err(unsafe { self.last_error(c, "set_config_item", &format!("liblxc rejected {key} = {value:?}")) })
+                Err(unsafe {
+                    self.last_error(
+                        c,
+                        "set_config_item",
+                        &format!("liblxc rejected {key} = {value:?}"),
+                    )
+                })
             }
         })
     }
@@ -325,7 +358,13 @@ impl Container {
                 Ok(())
             } else {
                 // SAFETY: live handle, lock held, right after the failure.
-                Err(unsafe { self.last_error(c, "clear_config_item", &format!("liblxc could not clear {key}")) })
+                Err(unsafe {
+                    self.last_error(
+                        c,
+                        "clear_config_item",
+                        &format!("liblxc could not clear {key}"),
+                    )
+                })
             }
         })
     }
@@ -337,7 +376,16 @@ impl Container {
         self.with(|c| {
             // SAFETY: live handle under the lock; a NULL buffer of length 0
             // requests the length only.
-            let length = unsafe { lxc_call!(self, c, get_config_item, c_key.as_ptr(), std::ptr::null_mut(), 0) }?;
+            let length = unsafe {
+                lxc_call!(
+                    self,
+                    c,
+                    get_config_item,
+                    c_key.as_ptr(),
+                    std::ptr::null_mut(),
+                    0
+                )
+            }?;
             if length <= 0 {
                 return Ok(None);
             }
@@ -369,7 +417,9 @@ impl Container {
             .map(|path| path_string(&self.name, "save_config", path))
             .transpose()?;
         self.with(|c| {
-            let target = c_path.as_ref().map_or(std::ptr::null(), |path| path.as_ptr());
+            let target = c_path
+                .as_ref()
+                .map_or(std::ptr::null(), |path| path.as_ptr());
             // SAFETY: live handle under the lock; `target` is NULL or a valid
             // string that outlives the call.
             let done = unsafe { lxc_call!(self, c, save_config, target) }?;
@@ -377,7 +427,9 @@ impl Container {
                 Ok(())
             } else {
                 // SAFETY: live handle, lock held, right after the failure.
-                Err(unsafe { self.last_error(c, "save_config", "could not write the configuration file") })
+                Err(unsafe {
+                    self.last_error(c, "save_config", "could not write the configuration file")
+                })
             }
         })
     }
@@ -412,7 +464,9 @@ impl Container {
                 Ok(())
             } else {
                 // SAFETY: live handle, lock held, right after the failure.
-                Err(unsafe { self.last_error(c, "shutdown", "could not signal the container's init") })
+                Err(unsafe {
+                    self.last_error(c, "shutdown", "could not signal the container's init")
+                })
             }
         })
     }
@@ -441,7 +495,13 @@ impl Container {
                 Ok(())
             } else {
                 // SAFETY: live handle, lock held, right after the failure.
-                Err(unsafe { self.last_error(c, "destroy", "could not remove the container's storage or directory") })
+                Err(unsafe {
+                    self.last_error(
+                        c,
+                        "destroy",
+                        "could not remove the container's storage or directory",
+                    )
+                })
             }
         })
     }
@@ -462,7 +522,9 @@ impl Container {
             .map(|store| c_string(new_name, "clone", "backing store", store))
             .transpose()?;
         let raw = self.with(|c| {
-            let store = c_store.as_ref().map_or(std::ptr::null(), |store| store.as_ptr());
+            let store = c_store
+                .as_ref()
+                .map_or(std::ptr::null(), |store| store.as_ptr());
             // SAFETY: live handle under the lock; every string outlives the
             // call; a NULL bdevdata, size 0 and NULL hook arguments are the
             // documented defaults.
@@ -484,7 +546,11 @@ impl Container {
                 Some(raw) => Ok(raw),
                 // SAFETY: live handle, lock held, right after the failure.
                 None => Err(unsafe {
-                    self.last_error(c, "clone", &format!("could not clone {} into {new_name}", self.name))
+                    self.last_error(
+                        c,
+                        "clone",
+                        &format!("could not clone {} into {new_name}", self.name),
+                    )
                 }),
             }
         })?;
@@ -500,7 +566,8 @@ impl Container {
         self.with(|c| {
             // SAFETY: live handle under the lock; NULL interface and family
             // mean all of them, scope 0 is global.
-            let list = unsafe { lxc_call!(self, c, get_ips, std::ptr::null(), std::ptr::null(), 0) }?;
+            let list =
+                unsafe { lxc_call!(self, c, get_ips, std::ptr::null(), std::ptr::null(), 0) }?;
             // SAFETY: get_ips returns NULL or a NULL-terminated array of
             // malloced strings, all owned by the caller.
             Ok(unsafe { take_null_terminated(list) })
@@ -581,7 +648,10 @@ pub fn list_containers(lxc_path: &Path, kind: ListKind) -> Result<Vec<String>, L
         return Err(LxcError::new(
             "",
             "list_containers",
-            format!("liblxc could not list the containers in {}", lxc_path.display()),
+            format!(
+                "liblxc could not list the containers in {}",
+                lxc_path.display()
+            ),
         ));
     }
     let mut result = Vec::with_capacity(count as usize);
@@ -616,7 +686,11 @@ pub fn default_lxc_path() -> Option<String> {
         return None;
     }
     // SAFETY: non-NULL results are valid NUL-terminated strings.
-    Some(unsafe { CStr::from_ptr(value) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { CStr::from_ptr(value) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 /// Returns the version of the liblxc this process runs with.
@@ -644,7 +718,9 @@ pub fn config_item_is_supported(key: &str) -> bool {
 /// creates it on first use and never deletes it.
 pub fn lock_file_path(lxc_path: &Path, name: &str) -> PathBuf {
     let relative = lxc_path.strip_prefix("/").unwrap_or(lxc_path);
-    Path::new("/run/lxc/lock").join(relative).join(format!(".{name}"))
+    Path::new("/run/lxc/lock")
+        .join(relative)
+        .join(format!(".{name}"))
 }
 
 /// Deletes liblxc's lock file of container `name` once the container is

@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 
 use berth_core::error::BoxError;
 use berth_core::hardware::host_arch;
+use berth_core::pending::CreateGuard;
 use berth_core::progress::{Progress, Step, run_step};
 use berth_core::userdata::render_user_data_for_host;
 use berth_core::{
-    Error, HardwareCharacteristics, Instance, InstanceId, InstanceStatus, InvalidValue, MachineConfig, NetworkConfig,
-    NetworkKind, Result, container_name, write_cloud_init_file,
+    Error, HardwareCharacteristics, Instance, InstanceId, InstanceStatus, InvalidValue,
+    MachineConfig, NetworkConfig, NetworkKind, Result, container_name, write_cloud_init_file,
 };
 
 use crate::cgroup::{first_online_cpus, host_memory_mib, online_cpu_count};
@@ -77,7 +78,10 @@ pub(crate) fn create(
     let started = Instant::now();
 
     let mut undo = Vec::new();
-    match run(manager, &name, &plan, progress, &mut undo) {
+    // The create lock is held until the undo, if any, has finished, so that
+    // garbage collection never works on this container at the same time.
+    let mut guard = None;
+    match run(manager, &name, &plan, progress, &mut undo, &mut guard) {
         Ok(instance) => {
             tracing::info!(
                 container = name.as_str(),
@@ -100,6 +104,7 @@ fn run(
     plan: &Plan,
     progress: &dyn Progress,
     undo: &mut Vec<Undo>,
+    guard: &mut Option<CreateGuard>,
 ) -> Result<Instance> {
     let settings = &manager.settings;
     let step = |step: Step| move |source: BoxError| Error::step(name, step, source);
@@ -107,7 +112,9 @@ fn run(
     let directory = run_step(progress, name, Step::Directory, || {
         fs::create_dir_all(&settings.log_dir)
             .map_err(|error| Error::io("create log directory", &settings.log_dir, error))?;
-        let directory = settings.dirs.new_directory(name)?;
+        let created = settings.dirs.new_directory_for_create(name)?;
+        let directory = created.dir().to_path_buf();
+        *guard = Some(created);
         undo.push(Undo::Directory(directory.clone()));
         Ok::<_, Error>(directory)
     })?;
@@ -117,17 +124,21 @@ fn run(
     })?;
 
     let image = run_step(progress, name, Step::Image, || {
-        manager.resolve_image(&plan.series).map_err(step(Step::Image))
+        manager
+            .resolve_image(&plan.series)
+            .map_err(step(Step::Image))
     })?;
     let template_name = run_step(progress, name, Step::Template, || {
-        template::ensure_template(&settings.lxc_path, &image, progress).map_err(step(Step::Template))
+        template::ensure_template(&settings.lxc_path, &image, progress)
+            .map_err(step(Step::Template))
     })?
     .0;
 
     let container = run_step(progress, name, Step::Clone, || {
         undo.push(Undo::Clone);
         let snapshot = settings.backing_store == crate::config::BackingStore::Overlay;
-        template::clone_template(&settings.lxc_path, &template_name, name, snapshot).map_err(step(Step::Clone))
+        template::clone_template(&settings.lxc_path, &template_name, name, snapshot)
+            .map_err(step(Step::Clone))
     })?;
 
     // Reopen the container after saving: the handle clone returned keeps
@@ -136,7 +147,8 @@ fn run(
     let container = run_step(progress, name, Step::Configure, || {
         configure(&container, &plan.items).map_err(step(Step::Configure))?;
         drop(container);
-        Container::new(name, &settings.lxc_path).map_err(|error| Error::step(name, Step::Configure, error))
+        Container::new(name, &settings.lxc_path)
+            .map_err(|error| Error::step(name, Step::Configure, error))
     })?;
 
     run_step(progress, name, Step::Seed, || {
@@ -167,9 +179,13 @@ fn run(
     })?;
 
     run_step(progress, name, Step::Wait, || {
-        wait_for_state(&container, ContainerState::Running, settings.start_timeout).map_err(step(Step::Wait))
+        wait_for_state(&container, ContainerState::Running, settings.start_timeout)
+            .map_err(step(Step::Wait))
     })?;
 
+    if let Some(guard) = guard {
+        guard.mark_created()?;
+    }
     let id = InstanceId::new(name)?;
     Ok(Instance::new(id, InstanceStatus::Running))
 }
@@ -188,7 +204,12 @@ impl std::fmt::Display for StartError {
         if self.log_errors.is_empty() {
             write!(f, "; see {}", self.log.display())
         } else {
-            write!(f, "; errors in {}: {}", self.log.display(), self.log_errors.join(" | "))
+            write!(
+                f,
+                "; errors in {}: {}",
+                self.log.display(),
+                self.log_errors.join(" | ")
+            )
         }
     }
 }
@@ -213,7 +234,10 @@ fn last_errors(log: &Path) -> Vec<String> {
     errors
 }
 
-fn configure(container: &Container, items: &[(String, String)]) -> std::result::Result<(), BoxError> {
+fn configure(
+    container: &Container,
+    items: &[(String, String)],
+) -> std::result::Result<(), BoxError> {
     // The clone carries the template's NICs (none, unless an image brought
     // some); the container gets exactly the one configured here.
     container.clear_config_item("lxc.net")?;
@@ -261,12 +285,15 @@ fn run_undo(manager: &LxcManager, name: &str, undo: Vec<Undo>) -> Vec<String> {
                 })
                 .map_err(|error| format!("stop: {error}")),
             Undo::Clone => remove_clone(name, lxc_path),
-            Undo::Directory(path) => {
-                remove_own_directory(&path).map_err(|error| format!("remove {}: {error}", path.display()))
-            }
+            Undo::Directory(path) => remove_own_directory(&path)
+                .map_err(|error| format!("remove {}: {error}", path.display())),
         };
         if let Err(failure) = result {
-            tracing::warn!(container = name, failure = failure.as_str(), "undo step failed");
+            tracing::warn!(
+                container = name,
+                failure = failure.as_str(),
+                "undo step failed"
+            );
             failures.push(failure);
         }
     }
@@ -276,14 +303,18 @@ fn run_undo(manager: &LxcManager, name: &str, undo: Vec<Undo>) -> Vec<String> {
 /// Destroys the clone `name`, then removes whatever a failed clone left in
 /// its directory in the lxc path.
 fn remove_clone(name: &str, lxc_path: &Path) -> std::result::Result<(), String> {
-    let container = Container::new(name, lxc_path).map_err(|error| format!("open clone: {error}"))?;
+    let container =
+        Container::new(name, lxc_path).map_err(|error| format!("open clone: {error}"))?;
     if container.is_defined().map_err(|error| error.to_string())? {
-        container.destroy().map_err(|error| format!("destroy clone: {error}"))?;
+        container
+            .destroy()
+            .map_err(|error| format!("destroy clone: {error}"))?;
     }
     drop(container);
     crate::container::remove_lock_file(lxc_path, name);
     let leftover = lxc_path.join(name);
-    remove_own_directory(&leftover).map_err(|error| format!("remove {}: {error}", leftover.display()))
+    remove_own_directory(&leftover)
+        .map_err(|error| format!("remove {}: {error}", leftover.display()))
 }
 
 /// Removes a directory this create made, with its content. A symlink in its
@@ -320,13 +351,26 @@ fn plan(
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
     {
-        return Err(InvalidValue::new("series", series, "must be a release name such as bookworm or noble").into());
+        return Err(InvalidValue::new(
+            "series",
+            series,
+            "must be a release name such as bookworm or noble",
+        )
+        .into());
     }
 
     let mut problems = Vec::new();
     check_host_device(network, &mut problems)?;
-    let log_target = machine.log_dir.to_string_lossy().trim_start_matches('/').to_owned();
-    if log_target.is_empty() || log_target.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    let log_target = machine
+        .log_dir
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .to_owned();
+    if log_target.is_empty()
+        || log_target
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
         problems.push(InvalidValue::new(
             "log-dir",
             machine.log_dir.display().to_string(),
@@ -338,7 +382,10 @@ fn plan(
     let mut items = base_items(manager, name, &directory);
     items.push((
         "lxc.mount.entry".into(),
-        format!("{} {log_target} none bind,create=dir 0 0", settings.log_dir.display()),
+        format!(
+            "{} {log_target} none bind,create=dir 0 0",
+            settings.log_dir.display()
+        ),
     ));
     let (network_items, network_config) = network_items(machine, network, &mut problems);
     items.extend(network_items);
@@ -353,14 +400,18 @@ fn plan(
 
     // The same name never passes this point twice at once: the container
     // directory, made next with mkdir, is the claim on the name.
-    let existing =
-        Container::new(name, &settings.lxc_path).map_err(|error| Error::step(name, Step::Validate, error))?;
+    let existing = Container::new(name, &settings.lxc_path)
+        .map_err(|error| Error::step(name, Step::Validate, error))?;
     let defined = existing
         .is_defined()
         .map_err(|error| Error::step(name, Step::Validate, error))?;
-    if defined || fs::symlink_metadata(settings.lxc_path.join(name)).is_ok() || fs::symlink_metadata(&directory).is_ok()
+    if defined
+        || fs::symlink_metadata(settings.lxc_path.join(name)).is_ok()
+        || fs::symlink_metadata(&directory).is_ok()
     {
-        return Err(Error::AlreadyExists { name: name.to_owned() });
+        return Err(Error::AlreadyExists {
+            name: name.to_owned(),
+        });
     }
 
     let meta_data = seed::meta_data(name);
@@ -421,7 +472,10 @@ fn base_items(manager: &LxcManager, name: &str, directory: &Path) -> Vec<(String
     let autostart = if settings.autostart { "1" } else { "0" };
     vec![
         ("lxc.uts.name".into(), name.into()),
-        ("lxc.mount.auto".into(), "proc:mixed sys:mixed cgroup:mixed".into()),
+        (
+            "lxc.mount.auto".into(),
+            "proc:mixed sys:mixed cgroup:mixed".into(),
+        ),
         ("lxc.autodev".into(), "1".into()),
         // No ttys: each costs a pty pair and device setup on every start.
         ("lxc.tty.max".into(), "0".into()),
@@ -459,12 +513,21 @@ fn network_items(
         ("lxc.net.0.flags".into(), "up".into()),
         ("lxc.net.0.name".into(), nic_name.into()),
     ];
-    if let Some(mtu) = network.mtu().or_else(|| interface.and_then(|interface| interface.mtu)) {
+    if let Some(mtu) = network
+        .mtu()
+        .or_else(|| interface.and_then(|interface| interface.mtu))
+    {
         items.push(("lxc.net.0.mtu".into(), mtu.to_string()));
     }
-    let mac = match (network.mac(), interface.and_then(|interface| interface.mac.as_deref())) {
+    let mac = match (
+        network.mac(),
+        interface.and_then(|interface| interface.mac.as_deref()),
+    ) {
         (Some(mac), _) => Some(mac.to_string()),
-        (None, Some(text)) => text.parse::<berth_core::MacAddress>().ok().map(|mac| mac.to_string()),
+        (None, Some(text)) => text
+            .parse::<berth_core::MacAddress>()
+            .ok()
+            .map(|mac| mac.to_string()),
         (None, None) => None,
     };
     if let Some(mac) = &mac {
@@ -491,7 +554,10 @@ fn network_items(
         return (items, None);
     };
     let family = if ip.is_ipv4() { "ipv4" } else { "ipv6" };
-    items.push((format!("lxc.net.0.{family}.address"), format!("{ip}/{prefix}")));
+    items.push((
+        format!("lxc.net.0.{family}.address"),
+        format!("{ip}/{prefix}"),
+    ));
     if let Some(gateway) = &interface.gateway {
         match gateway.parse::<IpAddr>() {
             Ok(gateway) if gateway.is_ipv4() == ip.is_ipv4() => {
@@ -532,7 +598,10 @@ fn constraint_items(
         problems.push(InvalidValue::new(
             "constraints.arch",
             arch,
-            format!("a container runs on the host's architecture, {}", host_arch()),
+            format!(
+                "a container runs on the host's architecture, {}",
+                host_arch()
+            ),
         ));
     }
     if let Some(mem) = constraints.mem {
@@ -541,7 +610,11 @@ fn constraint_items(
                 items.push(item);
                 hardware.mem = Some(mem);
             }
-            Some(_) => problems.push(InvalidValue::new("constraints.mem", "0", "must be at least 1 MiB")),
+            Some(_) => problems.push(InvalidValue::new(
+                "constraints.mem",
+                "0",
+                "must be at least 1 MiB",
+            )),
             None => problems.push(InvalidValue::new(
                 "constraints.mem",
                 mem.to_string(),
@@ -558,7 +631,10 @@ fn constraint_items(
             (None, _) => problems.push(InvalidValue::new(
                 "constraints.cpu-cores",
                 cores.to_string(),
-                format!("must be between 1 and the host's {} online CPUs", online_cpu_count()),
+                format!(
+                    "must be between 1 and the host's {} online CPUs",
+                    online_cpu_count()
+                ),
             )),
             (_, false) => problems.push(InvalidValue::new(
                 "constraints.cpu-cores",
@@ -573,7 +649,11 @@ fn constraint_items(
                 items.extend(quota);
                 hardware.cpu_power = Some(power);
             }
-            Some(_) => problems.push(InvalidValue::new("constraints.cpu-power", "0", "must be at least 1")),
+            Some(_) => problems.push(InvalidValue::new(
+                "constraints.cpu-power",
+                "0",
+                "must be at least 1",
+            )),
             None => problems.push(InvalidValue::new(
                 "constraints.cpu-power",
                 power.to_string(),
@@ -608,5 +688,8 @@ pub(crate) fn write_new_file(path: &Path, data: &[u8], mode: u32) -> std::io::Re
 
 /// Creates `path` and its missing parents with mode 0755.
 pub(crate) fn create_dirs(path: &Path) -> std::io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o755).create(path)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path)
 }

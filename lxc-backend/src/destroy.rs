@@ -46,8 +46,8 @@ pub(crate) fn destroy(manager: &LxcManager, id: &InstanceId) -> Result<()> {
         tracing::warn!(container = name, moved_to = ?moved, "container directory is not a directory; moved it aside first");
     }
 
-    let container =
-        Container::new(name, &settings.lxc_path).map_err(|error| Error::step(name, Step::Destroy, error))?;
+    let container = Container::new(name, &settings.lxc_path)
+        .map_err(|error| Error::step(name, Step::Destroy, error))?;
     if container
         .is_defined()
         .map_err(|error| Error::step(name, Step::Destroy, error))?
@@ -95,9 +95,14 @@ fn stop(manager: &LxcManager, container: &Container) -> std::result::Result<(), 
                     tracing::debug!(container = container.name(), "container shut down cleanly");
                     return Ok(());
                 }
-                tracing::debug!(container = container.name(), "clean shutdown timed out, killing");
+                tracing::debug!(
+                    container = container.name(),
+                    "clean shutdown timed out, killing"
+                );
             }
-            Err(error) => tracing::debug!(container = container.name(), %error, "shutdown request failed, killing"),
+            Err(error) => {
+                tracing::debug!(container = container.name(), %error, "shutdown request failed, killing")
+            }
         }
     }
     if container.state()? != ContainerState::Stopped {

@@ -61,14 +61,17 @@ impl LxcInitialiser {
         let bridge_mtu = match config.get(KEY_BRIDGE_MTU).filter(|value| !value.is_empty()) {
             None => None,
             Some(text) => {
-                let mtu = text
-                    .parse::<u32>()
-                    .map_err(|_| InvalidValue::new(KEY_BRIDGE_MTU, text, "must be a number of bytes"))?;
+                let mtu = text.parse::<u32>().map_err(|_| {
+                    InvalidValue::new(KEY_BRIDGE_MTU, text, "must be a number of bytes")
+                })?;
                 validate_mtu(mtu)?;
                 Some(mtu)
             }
         };
-        let mut packages: Vec<String> = BASE_PACKAGES.iter().map(|name| (*name).to_owned()).collect();
+        let mut packages: Vec<String> = BASE_PACKAGES
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect();
         if config
             .get(KEY_IMAGE)
             .is_none_or(|image| image.is_empty() || image == IMAGE_BUSYBOX)
@@ -194,7 +197,8 @@ impl Initialiser for LxcInitialiser {
                 .or_else(|| crate::container::default_lxc_path().map(PathBuf::from)),
         );
         for directory in directories {
-            fs::create_dir_all(&directory).map_err(|error| Error::io("create directory", directory, error))?;
+            fs::create_dir_all(&directory)
+                .map_err(|error| Error::io("create directory", directory, error))?;
         }
 
         if let Some(name) = &self.bridge {

@@ -31,11 +31,14 @@ pub(crate) fn list(manager: &LxcManager) -> Result<Vec<Instance>> {
         .map_err(|error| Error::step(&settings.name, Step::List, error))?;
     let mut instances = Vec::new();
     for name in names {
-        if !name.starts_with(&prefix) || is_template_name(&name) || validate_container_name(&name).is_err() {
+        if !name.starts_with(&prefix)
+            || is_template_name(&name)
+            || validate_container_name(&name).is_err()
+        {
             continue;
         }
-        let container =
-            Container::new(&name, &settings.lxc_path).map_err(|error| Error::step(&name, Step::List, error))?;
+        let container = Container::new(&name, &settings.lxc_path)
+            .map_err(|error| Error::step(&name, Step::List, error))?;
         let status = match container.state() {
             Ok(state) => status_of(state),
             Err(error) => {
@@ -46,12 +49,20 @@ pub(crate) fn list(manager: &LxcManager) -> Result<Vec<Instance>> {
         let mut addresses = Vec::new();
         if status == InstanceStatus::Running {
             match container.ip_addresses() {
-                Ok(texts) => addresses.extend(texts.iter().filter_map(|text| text.parse::<IpAddr>().ok())),
-                Err(error) => tracing::warn!(container = name.as_str(), %error, "could not read container addresses"),
+                Ok(texts) => {
+                    addresses.extend(texts.iter().filter_map(|text| text.parse::<IpAddr>().ok()))
+                }
+                Err(error) => {
+                    tracing::warn!(container = name.as_str(), %error, "could not read container addresses")
+                }
             }
         }
         let id = InstanceId::new(name)?;
-        instances.push(Instance { id, status, addresses });
+        instances.push(Instance {
+            id,
+            status,
+            addresses,
+        });
     }
     Ok(instances)
 }

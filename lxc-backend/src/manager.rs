@@ -9,8 +9,8 @@ use berth_core::error::BoxError;
 use berth_core::hardware::host_arch;
 use berth_core::progress::Progress;
 use berth_core::{
-    ContainerDirs, Error, HardwareCharacteristics, Instance, InstanceId, MachineConfig, Manager, ManagerConfig,
-    NetworkConfig, Result,
+    ContainerDirs, Error, HardwareCharacteristics, Instance, InstanceId, MachineConfig, Manager,
+    ManagerConfig, NetworkConfig, Result,
 };
 
 use crate::cgroup::CgroupLayout;
@@ -88,7 +88,10 @@ impl LxcManager {
     /// Resolves the configured image for `series` to its content. A
     /// simplestreams image is looked up in the server's index here but only
     /// downloaded when its template has to be built.
-    pub(crate) fn resolve_image(&self, series: &str) -> std::result::Result<ResolvedImage, BoxError> {
+    pub(crate) fn resolve_image(
+        &self,
+        series: &str,
+    ) -> std::result::Result<ResolvedImage, BoxError> {
         match &self.settings.image {
             ImageSource::Busybox => {
                 let binary = PathBuf::from(busybox::DEFAULT_BUSYBOX);
@@ -123,10 +126,13 @@ impl LxcManager {
                 })
             }
             ImageSource::Tarball(path) => {
-                let meta =
-                    std::fs::metadata(path).map_err(|error| Error::io("read image tarball", path.clone(), error))?;
+                let meta = std::fs::metadata(path)
+                    .map_err(|error| Error::io("read image tarball", path.clone(), error))?;
                 let modified = modified_nanos(&meta);
-                let stem = path.file_name().and_then(|name| name.to_str()).unwrap_or("rootfs");
+                let stem = path
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .unwrap_or("rootfs");
                 let stem = stem.split(".t").next().unwrap_or(stem);
                 let hash = short_hash(&[
                     path.as_os_str().as_encoded_bytes(),
@@ -139,7 +145,10 @@ impl LxcManager {
                 })
             }
             ImageSource::Simplestreams(url) => {
-                let mut lookups = self.lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut lookups = self
+                    .lookups
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if let Some((when, image)) = lookups.get(series)
                     && when.elapsed() < IMAGE_LOOKUP_TTL
                 {
@@ -195,5 +204,20 @@ impl Manager for LxcManager {
 
     fn list_containers(&self) -> Result<Vec<Instance>> {
         crate::list::list(self)
+    }
+
+    fn collect_garbage(&self) -> Result<Vec<InstanceId>> {
+        let prefix = berth_core::manager::container_prefix(&self.settings.name);
+        let mut removed = Vec::new();
+        for half_made in self.settings.dirs.half_made(&prefix)? {
+            let id = InstanceId::new(half_made.name.as_str())?;
+            tracing::info!(
+                container = id.as_str(),
+                "removing a container whose create died half way"
+            );
+            crate::destroy::destroy(self, &id)?;
+            removed.push(id);
+        }
+        Ok(removed)
     }
 }

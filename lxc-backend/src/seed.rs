@@ -43,7 +43,11 @@ pub fn network_config(interface: &InterfaceInfo, mac: Option<&str>) -> String {
         ));
     }
     if !interface.dns_servers.is_empty() {
-        let servers: Vec<String> = interface.dns_servers.iter().map(|server| quote(server)).collect();
+        let servers: Vec<String> = interface
+            .dns_servers
+            .iter()
+            .map(|server| quote(server))
+            .collect();
         text.push_str(&format!(
             "    nameservers:\n      addresses: [{}]\n",
             servers.join(", ")
@@ -70,13 +74,24 @@ pub fn writable_rootfs(container: &Container, lxc_path: &Path) -> Result<PathBuf
         .find_map(|prefix| spec.strip_prefix(prefix))
         .unwrap_or(&spec);
     if !bare.starts_with('/') {
-        return Err(format!("root file system {spec:?} cannot be written without mounting it").into());
+        return Err(
+            format!("root file system {spec:?} cannot be written without mounting it").into(),
+        );
     }
     let path = bare.rsplit_once(':').map_or(bare, |(_, upper)| upper);
     let path = PathBuf::from(path);
     let own = lxc_path.join(container.name());
-    if !path.starts_with(&own) || path.components().any(|part| part == std::path::Component::ParentDir) {
-        return Err(format!("root file system layer {} is outside {}", path.display(), own.display()).into());
+    if !path.starts_with(&own)
+        || path
+            .components()
+            .any(|part| part == std::path::Component::ParentDir)
+    {
+        return Err(format!(
+            "root file system layer {} is outside {}",
+            path.display(),
+            own.display()
+        )
+        .into());
     }
     Ok(path)
 }
@@ -100,7 +115,8 @@ pub fn write_seed(
     let user_data_path = directory.join("user-data");
     write_new_file(&user_data_path, user_data, 0o600).map_err(io("write seed", &user_data_path))?;
     let meta_data_path = directory.join("meta-data");
-    write_new_file(&meta_data_path, meta_data.as_bytes(), 0o644).map_err(io("write seed", &meta_data_path))?;
+    write_new_file(&meta_data_path, meta_data.as_bytes(), 0o644)
+        .map_err(io("write seed", &meta_data_path))?;
     if let Some(network_config) = network_config {
         let path = directory.join("network-config");
         write_new_file(&path, network_config.as_bytes(), 0o644).map_err(io("write seed", &path))?;
@@ -131,7 +147,10 @@ mod tests {
             mtu: Some(9000),
         };
         let text = network_config(&interface, Some("00:16:3e:aa:bb:01"));
-        assert!(text.starts_with("version: 2\nethernets:\n  \"eth0\":\n"), "{text}");
+        assert!(
+            text.starts_with("version: 2\nethernets:\n  \"eth0\":\n"),
+            "{text}"
+        );
         assert!(text.contains("macaddress: \"00:16:3e:aa:bb:01\""), "{text}");
         assert!(text.contains("addresses: [\"10.0.3.5/24\"]"), "{text}");
         assert!(text.contains("via: \"10.0.3.1\""), "{text}");

@@ -69,7 +69,11 @@ pub fn lock_path(lxc_path: &Path, template: &str) -> PathBuf {
 }
 
 /// Takes the lock of `template`: exclusive to build it, shared to clone it.
-pub fn lock_template(lxc_path: &Path, template: &str, exclusive: bool) -> Result<TemplateLock, BoxError> {
+pub fn lock_template(
+    lxc_path: &Path,
+    template: &str,
+    exclusive: bool,
+) -> Result<TemplateLock, BoxError> {
     let directory = lxc_path.join(LOCK_DIR);
     fs::DirBuilder::new()
         .recursive(true)
@@ -84,7 +88,11 @@ pub fn lock_template(lxc_path: &Path, template: &str, exclusive: bool) -> Result
         .truncate(false)
         .open(&path)
         .map_err(io_error("open template lock", &path))?;
-    let locked = if exclusive { file.lock() } else { file.lock_shared() };
+    let locked = if exclusive {
+        file.lock()
+    } else {
+        file.lock_shared()
+    };
     locked.map_err(io_error("lock template", &path))?;
     Ok(TemplateLock { file })
 }
@@ -166,7 +174,10 @@ fn build(
     // that publishes the template leaves it correct.
     let final_rootfs = lxc_path.join(template).join("rootfs");
     let container = Container::new(building, lxc_path)?;
-    container.set_config_item("lxc.rootfs.path", &format!("dir:{}", final_rootfs.display()))?;
+    container.set_config_item(
+        "lxc.rootfs.path",
+        &format!("dir:{}", final_rootfs.display()),
+    )?;
     container.set_config_item("lxc.uts.name", template)?;
     container.save_config(None)?;
     Ok(())
@@ -191,7 +202,8 @@ fn remove_stale_builds(lxc_path: &Path, slug: &str) -> Result<(), BoxError> {
         let is_directory = entry.file_type().is_ok_and(|kind| kind.is_dir());
         if name.starts_with(&prefix) && is_directory {
             tracing::warn!(path = %entry.path().display(), "removing template build left by a process that died");
-            fs::remove_dir_all(entry.path()).map_err(io_error("remove stale template build", &entry.path()))?;
+            fs::remove_dir_all(entry.path())
+                .map_err(io_error("remove stale template build", &entry.path()))?;
         }
     }
     Ok(())
@@ -200,12 +212,22 @@ fn remove_stale_builds(lxc_path: &Path, slug: &str) -> Result<(), BoxError> {
 /// Clones `template` into container `name` while holding the template's
 /// shared lock, so no builder can be replacing it meanwhile. The lock is
 /// released when the clone exists; starting it needs no lock.
-pub fn clone_template(lxc_path: &Path, template: &str, name: &str, snapshot: bool) -> Result<Container, BoxError> {
+pub fn clone_template(
+    lxc_path: &Path,
+    template: &str,
+    name: &str,
+    snapshot: bool,
+) -> Result<Container, BoxError> {
     let _lock = lock_template(lxc_path, template, false)?;
     let source = Container::new(template, lxc_path)?;
     let flags = clone_flags::KEEP_NAME | clone_flags::KEEP_MAC_ADDRESS;
     let clone = if snapshot {
-        source.clone_to(name, lxc_path, flags | clone_flags::SNAPSHOT, Some("overlay"))?
+        source.clone_to(
+            name,
+            lxc_path,
+            flags | clone_flags::SNAPSHOT,
+            Some("overlay"),
+        )?
     } else {
         // NOTE: liblxc copies a directory-backed root file system with
         // rsync, so the full-copy fallback runs that tool.

@@ -10,7 +10,12 @@
 //!
 //! Everything here is unsafe to call; the `berth-lxc` crate wraps it.
 
-#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, missing_docs)]
+#![allow(
+    non_upper_case_globals,
+    non_camel_case_types,
+    non_snake_case,
+    missing_docs
+)]
 #![allow(clippy::all, clippy::undocumented_unsafe_blocks)]
 
 include!("../../vendor/lxc/bindings.rs");

@@ -12,7 +12,10 @@ fn linked_version_matches_header() {
         .to_str()
         .unwrap()
         .to_owned();
-    let header = CStr::from_bytes_with_nul(sys::LXC_VERSION).unwrap().to_str().unwrap();
+    let header = CStr::from_bytes_with_nul(sys::LXC_VERSION)
+        .unwrap()
+        .to_str()
+        .unwrap();
     let major = |text: &str| text.split('.').next().unwrap().to_owned();
     assert_eq!(
         major(&version),

@@ -163,7 +163,11 @@ impl VirtConfig {
         let lock_dir = config.pop_or(CONFIG_KEY_LOCK_DIR, DEFAULT_LOCK_DIR);
         check_absolute(CONFIG_KEY_LOCK_DIR, &lock_dir)?;
 
-        let image = take_image(config, CONFIG_KEY_IMAGE.to_owned(), CONFIG_KEY_IMAGE_SHA256.to_owned())?;
+        let image = take_image(
+            config,
+            CONFIG_KEY_IMAGE.to_owned(),
+            CONFIG_KEY_IMAGE_SHA256.to_owned(),
+        )?;
         let series_keys: Vec<String> = config
             .unused_keys()
             .into_iter()
@@ -172,14 +176,24 @@ impl VirtConfig {
         let mut series_images = Vec::new();
         for series in series_keys {
             validate_series(&series)?;
-            let source = take_image(config, format!("image.{series}"), format!("image-sha256.{series}"))?
-                .expect("the key was listed");
+            let source = take_image(
+                config,
+                format!("image.{series}"),
+                format!("image-sha256.{series}"),
+            )?
+            .expect("the key was listed");
             series_images.push((series, source));
         }
 
-        let kernel = config.pop_value(CONFIG_KEY_KERNEL).filter(|v| !v.is_empty());
-        let initrd = config.pop_value(CONFIG_KEY_INITRD).filter(|v| !v.is_empty());
-        let cmdline = config.pop_value(CONFIG_KEY_CMDLINE).filter(|v| !v.is_empty());
+        let kernel = config
+            .pop_value(CONFIG_KEY_KERNEL)
+            .filter(|v| !v.is_empty());
+        let initrd = config
+            .pop_value(CONFIG_KEY_INITRD)
+            .filter(|v| !v.is_empty());
+        let cmdline = config
+            .pop_value(CONFIG_KEY_CMDLINE)
+            .filter(|v| !v.is_empty());
         let kernel_boot = match kernel {
             Some(kernel) => {
                 check_absolute(CONFIG_KEY_KERNEL, &kernel)?;
@@ -189,7 +203,11 @@ impl VirtConfig {
                 if let Some(cmdline) = &cmdline {
                     check_text(CONFIG_KEY_CMDLINE, cmdline)?;
                 }
-                Some(KernelBoot { kernel, initrd, cmdline })
+                Some(KernelBoot {
+                    kernel,
+                    initrd,
+                    cmdline,
+                })
             }
             None if initrd.is_some() || cmdline.is_some() => {
                 return Err(InvalidValue::new(
@@ -202,7 +220,10 @@ impl VirtConfig {
             None => None,
         };
 
-        let virt_type = match config.pop_or(CONFIG_KEY_VIRT_TYPE, DEFAULT_VIRT_TYPE).as_str() {
+        let virt_type = match config
+            .pop_or(CONFIG_KEY_VIRT_TYPE, DEFAULT_VIRT_TYPE)
+            .as_str()
+        {
             "auto" => VirtTypeChoice::Auto,
             "kvm" => VirtTypeChoice::Kvm,
             "qemu" => VirtTypeChoice::Qemu,
@@ -241,12 +262,21 @@ impl VirtConfig {
     }
 }
 
-fn take_image(config: &mut ManagerConfig, key: String, sha_key: String) -> Result<Option<ImageSource>> {
+fn take_image(
+    config: &mut ManagerConfig,
+    key: String,
+    sha_key: String,
+) -> Result<Option<ImageSource>> {
     let value = config.pop_value(&key).filter(|v| !v.is_empty());
     let sha = config.pop_value(&sha_key).filter(|v| !v.is_empty());
     let Some(value) = value else {
         if let Some(sha) = sha {
-            return Err(InvalidValue::new(format!("manager config key {sha_key:?}"), sha, format!("needs {key:?} set too")).into());
+            return Err(InvalidValue::new(
+                format!("manager config key {sha_key:?}"),
+                sha,
+                format!("needs {key:?} set too"),
+            )
+            .into());
         }
         return Ok(None);
     };
@@ -257,7 +287,12 @@ fn take_image(config: &mut ManagerConfig, key: String, sha_key: String) -> Resul
     } else if Path::new(&value).is_absolute() {
         ImageLocation::File(PathBuf::from(&value))
     } else {
-        return Err(InvalidValue::new(field, value, "must be an absolute file path or an http:// or https:// URL").into());
+        return Err(InvalidValue::new(
+            field,
+            value,
+            "must be an absolute file path or an http:// or https:// URL",
+        )
+        .into());
     };
     let sha256 = match sha {
         Some(text) => Some(parse_sha256(&sha_key, &text)?),
@@ -265,7 +300,9 @@ fn take_image(config: &mut ManagerConfig, key: String, sha_key: String) -> Resul
             return Err(InvalidValue::new(
                 field,
                 value,
-                format!("is a URL, so {sha_key:?} must give its SHA-256 to check the download against"),
+                format!(
+                    "is a URL, so {sha_key:?} must give its SHA-256 to check the download against"
+                ),
             )
             .into());
         }
@@ -278,14 +315,22 @@ fn parse_sha256(key: &str, text: &str) -> Result<[u8; 32], InvalidValue> {
     let mut digest = [0u8; 32];
     match hex::decode_to_slice(text, &mut digest) {
         Ok(()) => Ok(digest),
-        Err(_) => Err(InvalidValue::new(format!("manager config key {key:?}"), text, "must be 64 hexadecimal digits")),
+        Err(_) => Err(InvalidValue::new(
+            format!("manager config key {key:?}"),
+            text,
+            "must be 64 hexadecimal digits",
+        )),
     }
 }
 
 fn check_text(key: &str, value: &str) -> Result<(), InvalidValue> {
     let field = format!("manager config key {key:?}");
     if check_xml_text(value).is_err() {
-        return Err(InvalidValue::new(field, value, "must not contain control characters"));
+        return Err(InvalidValue::new(
+            field,
+            value,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -293,7 +338,11 @@ fn check_text(key: &str, value: &str) -> Result<(), InvalidValue> {
 fn check_absolute(key: &str, value: &str) -> Result<(), InvalidValue> {
     check_text(key, value)?;
     if !Path::new(value).is_absolute() {
-        return Err(InvalidValue::new(format!("manager config key {key:?}"), value, "must be an absolute path"));
+        return Err(InvalidValue::new(
+            format!("manager config key {key:?}"),
+            value,
+            "must be an absolute path",
+        ));
     }
     Ok(())
 }
@@ -304,7 +353,9 @@ pub fn validate_pool_name(name: &str) -> Result<(), InvalidValue> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with(['.', '-'])
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if valid {
         Ok(())
     } else {
@@ -323,7 +374,9 @@ pub fn validate_series(series: &str) -> Result<(), InvalidValue> {
     let valid = !series.is_empty()
         && series.len() <= 32
         && series.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && series.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'));
+        && series
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'));
     if valid {
         Ok(())
     } else {
@@ -360,33 +413,48 @@ mod tests {
         let error = VirtConfig::from_manager_config(ManagerConfig::new()).unwrap_err();
         assert!(error.to_string().contains("\"name\""), "{error}");
         for name in ["00340599maas", "juju-", "Best_#1"] {
-            let error = VirtConfig::from_manager_config(ManagerConfig::new().with("name", name)).unwrap_err();
+            let error = VirtConfig::from_manager_config(ManagerConfig::new().with("name", name))
+                .unwrap_err();
             assert!(error.to_string().contains("manager name"), "{error}");
         }
     }
 
     #[test]
     fn url_image_needs_sha256() {
-        let error = VirtConfig::from_manager_config(base().with("image", "http://127.0.0.1/x.img")).unwrap_err();
+        let error = VirtConfig::from_manager_config(base().with("image", "http://127.0.0.1/x.img"))
+            .unwrap_err();
         assert!(error.to_string().contains("image-sha256"), "{error}");
         let sha = "ab".repeat(32);
         let config = VirtConfig::from_manager_config(
-            base().with("image", "https://127.0.0.1/x.img").with("image-sha256", sha.as_str()),
+            base()
+                .with("image", "https://127.0.0.1/x.img")
+                .with("image-sha256", sha.as_str()),
         )
         .unwrap();
         let image = config.image.unwrap();
-        assert_eq!(image.location, ImageLocation::Url("https://127.0.0.1/x.img".into()));
+        assert_eq!(
+            image.location,
+            ImageLocation::Url("https://127.0.0.1/x.img".into())
+        );
         assert_eq!(image.sha256, Some([0xab; 32]));
     }
 
     #[test]
     fn series_images_override_default() {
         let config = VirtConfig::from_manager_config(
-            base().with("image", "/images/default.qcow2").with("image.noble", "/images/noble.qcow2"),
+            base()
+                .with("image", "/images/default.qcow2")
+                .with("image.noble", "/images/noble.qcow2"),
         )
         .unwrap();
-        assert_eq!(config.image_for("noble").unwrap().location, ImageLocation::File("/images/noble.qcow2".into()));
-        assert_eq!(config.image_for("bookworm").unwrap().location, ImageLocation::File("/images/default.qcow2".into()));
+        assert_eq!(
+            config.image_for("noble").unwrap().location,
+            ImageLocation::File("/images/noble.qcow2".into())
+        );
+        assert_eq!(
+            config.image_for("bookworm").unwrap().location,
+            ImageLocation::File("/images/default.qcow2".into())
+        );
     }
 
     #[test]
@@ -405,13 +473,19 @@ mod tests {
         for (key, value, expected) in cases {
             let error = VirtConfig::from_manager_config(base().with(key, value)).unwrap_err();
             assert!(error.is_invalid_input(), "{key}={value:?}: {error}");
-            assert!(error.to_string().contains(expected), "{key}={value:?}: {error}");
+            assert!(
+                error.to_string().contains(expected),
+                "{key}={value:?}: {error}"
+            );
         }
         let error = VirtConfig::from_manager_config(
             base().with("image", "/x.img").with("image-sha256", "12"),
         )
         .unwrap_err();
-        assert!(error.to_string().contains("64 hexadecimal digits"), "{error}");
+        assert!(
+            error.to_string().contains("64 hexadecimal digits"),
+            "{error}"
+        );
     }
 
     #[test]

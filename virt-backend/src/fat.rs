@@ -73,7 +73,10 @@ pub fn build_image(label: &str, files: &[FatFile]) -> Result<Vec<u8>, FatError> 
         }
     }
 
-    let entries: usize = 1 + files.iter().map(|f| 1 + lfn_entry_count(&f.name)).sum::<usize>();
+    let entries: usize = 1 + files
+        .iter()
+        .map(|f| 1 + lfn_entry_count(&f.name))
+        .sum::<usize>();
     if entries > MAX_ROOT_ENTRIES {
         return Err(FatError::TooLarge(format!(
             "{entries} root directory entries needed, at most {MAX_ROOT_ENTRIES}"
@@ -95,7 +98,11 @@ pub fn build_image(label: &str, files: &[FatFile]) -> Result<Vec<u8>, FatError> 
         let first = if clusters == 0 { 0 } else { next_cluster };
         for index in 0..clusters {
             let cluster = next_cluster + index;
-            let next = if index + 1 == clusters { 0xFFF } else { cluster + 1 };
+            let next = if index + 1 == clusters {
+                0xFFF
+            } else {
+                cluster + 1
+            };
             fat.set(cluster, next as u16);
             let offset = geometry.cluster_offset(cluster);
             let start = index * geometry.cluster_bytes;
@@ -134,15 +141,27 @@ impl Geometry {
         let mut sectors_per_cluster = 1;
         loop {
             let cluster_bytes = sectors_per_cluster * SECTOR;
-            let needed: usize = files.iter().map(|f| f.data.len().div_ceil(cluster_bytes)).sum();
+            let needed: usize = files
+                .iter()
+                .map(|f| f.data.len().div_ceil(cluster_bytes))
+                .sum();
             let clusters = (needed + needed / 8 + 8).max(MIN_CLUSTERS);
             if clusters <= MAX_FAT12_CLUSTERS {
                 let fat_bytes = (clusters + 2) * 3 / 2 + 1;
                 let fat_sectors = fat_bytes.div_ceil(SECTOR);
                 let root_sectors = MAX_ROOT_ENTRIES * 32 / SECTOR;
-                let total_sectors =
-                    RESERVED_SECTORS + FAT_COUNT * fat_sectors + root_sectors + clusters * sectors_per_cluster;
-                return Ok(Self { sectors_per_cluster, cluster_bytes, clusters, fat_sectors, root_sectors, total_sectors });
+                let total_sectors = RESERVED_SECTORS
+                    + FAT_COUNT * fat_sectors
+                    + root_sectors
+                    + clusters * sectors_per_cluster;
+                return Ok(Self {
+                    sectors_per_cluster,
+                    cluster_bytes,
+                    clusters,
+                    fat_sectors,
+                    root_sectors,
+                    total_sectors,
+                });
             }
             if sectors_per_cluster == 64 {
                 let total: usize = files.iter().map(|f| f.data.len()).sum();
@@ -182,7 +201,9 @@ fn write_boot_sector(image: &mut [u8], geometry: &Geometry, label: &[u8; 11]) {
     boot[38] = 0x29; // extended boot signature: serial, label and type follow
     // The serial number is derived from the label so that images are
     // reproducible.
-    let serial = label.iter().fold(0x6265_7274u32, |acc, b| acc.rotate_left(5) ^ u32::from(*b));
+    let serial = label
+        .iter()
+        .fold(0x6265_7274u32, |acc, b| acc.rotate_left(5) ^ u32::from(*b));
     boot[39..43].copy_from_slice(&serial.to_le_bytes());
     boot[43..54].copy_from_slice(label);
     boot[54..62].copy_from_slice(b"FAT12   ");
@@ -197,7 +218,9 @@ struct Fat12 {
 
 impl Fat12 {
     fn new(clusters: usize) -> Self {
-        let mut fat = Self { bytes: vec![0; (clusters + 2) * 3 / 2 + 1] };
+        let mut fat = Self {
+            bytes: vec![0; (clusters + 2) * 3 / 2 + 1],
+        };
         fat.set(0, 0xF00 | u16::from(MEDIA_DESCRIPTOR));
         fat.set(1, 0xFFF);
         fat
@@ -218,7 +241,9 @@ impl Fat12 {
 fn encode_label(label: &str) -> Result<[u8; 11], FatError> {
     let valid = !label.is_empty()
         && label.len() <= 11
-        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !valid {
         return Err(FatError::InvalidLabel(label.to_owned()));
     }
@@ -228,14 +253,22 @@ fn encode_label(label: &str) -> Result<[u8; 11], FatError> {
 }
 
 fn validate_long_name(name: &str) -> Result<(), FatError> {
-    let reject = |rule| Err(FatError::InvalidName { name: name.to_owned(), rule });
+    let reject = |rule| {
+        Err(FatError::InvalidName {
+            name: name.to_owned(),
+            rule,
+        })
+    };
     if name.is_empty() || name == "." || name == ".." {
         return reject("must not be empty, '.' or '..'");
     }
     if name.encode_utf16().count() > MAX_LONG_NAME {
         return reject("must be at most 255 UTF-16 code units");
     }
-    if name.chars().any(|c| c < ' ' || "\"*/:<>?\\|\u{7f}".contains(c)) {
+    if name
+        .chars()
+        .any(|c| c < ' ' || "\"*/:<>?\\|\u{7f}".contains(c))
+    {
         return reject("must not contain control characters or any of \" * / : < > ? \\ |");
     }
     Ok(())
@@ -252,7 +285,11 @@ fn short_name(long: &str, taken: &mut BTreeSet<[u8; 11]>) -> [u8; 11] {
             .filter(|c| *c != ' ' && *c != '.')
             .map(|c| {
                 let c = c.to_ascii_uppercase();
-                if c.is_ascii_alphanumeric() || "!#$%&'()-@^_`{}~".contains(c) { c as u8 } else { b'_' }
+                if c.is_ascii_alphanumeric() || "!#$%&'()-@^_`{}~".contains(c) {
+                    c as u8
+                } else {
+                    b'_'
+                }
             })
             .take(max)
             .collect()
@@ -278,7 +315,8 @@ fn short_name(long: &str, taken: &mut BTreeSet<[u8; 11]>) -> [u8; 11] {
 }
 
 fn short_name_checksum(name: &[u8; 11]) -> u8 {
-    name.iter().fold(0u8, |sum, b| (sum >> 1 | (sum & 1) << 7).wrapping_add(*b))
+    name.iter()
+        .fold(0u8, |sum, b| (sum >> 1 | (sum & 1) << 7).wrapping_add(*b))
 }
 
 /// Returns the long-name entries of `long`, in the order they are stored
@@ -346,7 +384,11 @@ mod tests {
         let next = |cluster: usize| {
             let o = cluster * 3 / 2;
             let v = u16::from_le_bytes([fat[o], fat[o + 1]]);
-            (if cluster.is_multiple_of(2) { v & 0xFFF } else { v >> 4 }) as usize
+            (if cluster.is_multiple_of(2) {
+                v & 0xFFF
+            } else {
+                v >> 4
+            }) as usize
         };
         let mut label = String::new();
         let mut files = Vec::new();
@@ -357,19 +399,34 @@ mod tests {
                 break;
             }
             match entry[11] {
-                ATTR_VOLUME_LABEL => label = String::from_utf8_lossy(&entry[..11]).trim_end().to_owned(),
+                ATTR_VOLUME_LABEL => {
+                    label = String::from_utf8_lossy(&entry[..11]).trim_end().to_owned()
+                }
                 ATTR_LONG_NAME => {
                     let units = [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30]
                         .iter()
                         .map(|o| u16::from_le_bytes([entry[*o], entry[*o + 1]]))
                         .take_while(|u| *u != 0 && *u != 0xFFFF)
                         .collect();
-                    assert_eq!(entry[13], short_name_checksum(image[root + (index + 1 + (entry[0] as usize & 0x1F) - 1) * 32..][..11].try_into().unwrap()));
+                    assert_eq!(
+                        entry[13],
+                        short_name_checksum(
+                            image[root + (index + 1 + (entry[0] as usize & 0x1F) - 1) * 32..][..11]
+                                .try_into()
+                                .unwrap()
+                        )
+                    );
                     long_parts.push((entry[0] & 0x1F, units));
                 }
                 _ => {
                     long_parts.sort_by_key(|(sequence, _)| *sequence);
-                    let name = String::from_utf16(&long_parts.iter().flat_map(|(_, u)| u.clone()).collect::<Vec<_>>()).unwrap();
+                    let name = String::from_utf16(
+                        &long_parts
+                            .iter()
+                            .flat_map(|(_, u)| u.clone())
+                            .collect::<Vec<_>>(),
+                    )
+                    .unwrap();
                     long_parts.clear();
                     let size = u32::from_le_bytes(entry[28..32].try_into().unwrap()) as usize;
                     let mut cluster = u16::from_le_bytes([entry[26], entry[27]]) as usize;
@@ -388,7 +445,10 @@ mod tests {
     }
 
     fn file(name: &str, data: &[u8]) -> FatFile {
-        FatFile { name: name.into(), data: data.to_vec() }
+        FatFile {
+            name: name.into(),
+            data: data.to_vec(),
+        }
     }
 
     #[test]
@@ -407,14 +467,20 @@ mod tests {
         assert_eq!(&image[43..54], b"cidata     ");
         let (label, read) = read_image(&image);
         assert_eq!(label, "cidata");
-        let expected: Vec<(String, Vec<u8>)> = files.iter().map(|f| (f.name.clone(), f.data.clone())).collect();
+        let expected: Vec<(String, Vec<u8>)> = files
+            .iter()
+            .map(|f| (f.name.clone(), f.data.clone()))
+            .collect();
         assert_eq!(read, expected);
     }
 
     #[test]
     fn image_is_reproducible() {
         let files = [file("meta-data", b"instance-id: a\n")];
-        assert_eq!(build_image("cidata", &files).unwrap(), build_image("cidata", &files).unwrap());
+        assert_eq!(
+            build_image("cidata", &files).unwrap(),
+            build_image("cidata", &files).unwrap()
+        );
     }
 
     #[test]
@@ -439,24 +505,47 @@ mod tests {
 
     #[test]
     fn bad_input_rejected() {
-        assert!(matches!(build_image("", &[]), Err(FatError::InvalidLabel(_))));
-        assert!(matches!(build_image("much-too-long", &[]), Err(FatError::InvalidLabel(_))));
-        assert!(matches!(build_image("cidata", &[file("a/b", b"")]), Err(FatError::InvalidName { .. })));
-        assert!(matches!(build_image("cidata", &[file("a\nb", b"")]), Err(FatError::InvalidName { .. })));
+        assert!(matches!(
+            build_image("", &[]),
+            Err(FatError::InvalidLabel(_))
+        ));
+        assert!(matches!(
+            build_image("much-too-long", &[]),
+            Err(FatError::InvalidLabel(_))
+        ));
+        assert!(matches!(
+            build_image("cidata", &[file("a/b", b"")]),
+            Err(FatError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            build_image("cidata", &[file("a\nb", b"")]),
+            Err(FatError::InvalidName { .. })
+        ));
         assert_eq!(
             build_image("cidata", &[file("Meta", b""), file("meta", b"")]),
             Err(FatError::DuplicateName("meta".into()))
         );
         let many: Vec<FatFile> = (0..40).map(|i| file(&format!("file-{i}"), b"")).collect();
-        assert!(matches!(build_image("cidata", &many), Err(FatError::TooLarge(_))));
+        assert!(matches!(
+            build_image("cidata", &many),
+            Err(FatError::TooLarge(_))
+        ));
     }
 
     #[test]
     fn blkid_reads_label_and_type() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("seed.img");
-        std::fs::write(&path, build_image("cidata", &[file("meta-data", b"instance-id: a\n")]).unwrap()).unwrap();
-        let output = match std::process::Command::new("blkid").args(["-o", "export", "-p"]).arg(&path).output() {
+        std::fs::write(
+            &path,
+            build_image("cidata", &[file("meta-data", b"instance-id: a\n")]).unwrap(),
+        )
+        .unwrap();
+        let output = match std::process::Command::new("blkid")
+            .args(["-o", "export", "-p"])
+            .arg(&path)
+            .output()
+        {
             Ok(output) => output,
             Err(error) => panic!("blkid (util-linux) is needed for this test: {error}"),
         };

@@ -126,14 +126,22 @@ impl StreamHandle {
         // SAFETY: the pointer is valid while the handle lives; finishing
         // does not release the reference.
         let result = unsafe { sys::virStreamFinish(self.0.as_ptr()) };
-        if result < 0 { Err(virt::error::Error::last_error()) } else { Ok(()) }
+        if result < 0 {
+            Err(virt::error::Error::last_error())
+        } else {
+            Ok(())
+        }
     }
 
     /// Abandons the transfer.
     pub fn abort(&self) -> Result<(), virt::error::Error> {
         // SAFETY: as for `finish`.
         let result = unsafe { sys::virStreamAbort(self.0.as_ptr()) };
-        if result < 0 { Err(virt::error::Error::last_error()) } else { Ok(()) }
+        if result < 0 {
+            Err(virt::error::Error::last_error())
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -161,7 +169,9 @@ impl DomainHandle {
         // SAFETY: the domain pointer is valid while the handle lives, and
         // `interfaces` is an out pointer libvirt fills with an array it
         // allocates.
-        let count = unsafe { sys::virDomainInterfaceAddresses(self.0.as_ptr(), &mut interfaces, source, 0) };
+        let count = unsafe {
+            sys::virDomainInterfaceAddresses(self.0.as_ptr(), &mut interfaces, source, 0)
+        };
         if count < 0 {
             return Err(virt::error::Error::last_error());
         }

@@ -108,7 +108,9 @@ pub enum ImageError {
         problem: String,
     },
     /// The bytes do not match the configured SHA-256.
-    #[error("image {location} has SHA-256 {actual}, but {expected} was expected; the download was discarded")]
+    #[error(
+        "image {location} has SHA-256 {actual}, but {expected} was expected; the download was discarded"
+    )]
     DigestMismatch {
         /// The source.
         location: String,
@@ -174,21 +176,38 @@ pub struct ImportContext<'a> {
 
 /// Returns the base image of `series` from `source`, importing it first
 /// when the pool does not have it yet.
-pub fn ensure_base_image(context: &ImportContext<'_>, series: &str, source: &ImageSource) -> Result<BaseImage, ImageError> {
+pub fn ensure_base_image(
+    context: &ImportContext<'_>,
+    series: &str,
+    source: &ImageSource,
+) -> Result<BaseImage, ImageError> {
     let volume = base_volume_name(series, source);
-    let pool_name = context.pool.name().map_err(libvirt("read the storage pool name"))?;
-    let _lock = lock(context.lock_dir, &format!("image-{pool_name}-{volume}.lock"))?;
-    if let Some(existing) = lookup_volume(context.pool, &volume).map_err(libvirt(format!("look up volume {volume}")))? {
+    let pool_name = context
+        .pool
+        .name()
+        .map_err(libvirt("read the storage pool name"))?;
+    let _lock = lock(
+        context.lock_dir,
+        &format!("image-{pool_name}-{volume}.lock"),
+    )?;
+    if let Some(existing) =
+        lookup_volume(context.pool, &volume).map_err(libvirt(format!("look up volume {volume}")))?
+    {
         debug!(volume = volume.as_str(), "base image already imported");
         return describe(&existing, &volume);
     }
     info!(volume = volume.as_str(), source = %source.location, "importing base image");
     let partial_name = format!("{volume}.partial");
-    if let Some(leftover) =
-        lookup_volume(context.pool, &partial_name).map_err(libvirt(format!("look up volume {partial_name}")))?
+    if let Some(leftover) = lookup_volume(context.pool, &partial_name)
+        .map_err(libvirt(format!("look up volume {partial_name}")))?
     {
-        warn!(volume = partial_name.as_str(), "deleting the partial import of an earlier run");
-        leftover.delete(0).map_err(libvirt(format!("delete volume {partial_name}")))?;
+        warn!(
+            volume = partial_name.as_str(),
+            "deleting the partial import of an earlier run"
+        );
+        leftover
+            .delete(0)
+            .map_err(libvirt(format!("delete volume {partial_name}")))?;
     }
 
     let mut reader = open_source(&source.location)?;
@@ -200,14 +219,18 @@ pub fn ensure_base_image(context: &ImportContext<'_>, series: &str, source: &Ima
         key: None,
         capacity: Capacity::bytes(virtual_size),
         allocation: Some(Capacity::bytes(0)),
-        target: Some(VolumeTarget { path: None, format: Some(Format::new(format.as_str())) }),
+        target: Some(VolumeTarget {
+            path: None,
+            format: Some(Format::new(format.as_str())),
+        }),
         backing_store: None,
     };
     let partial = create_volume(context.pool, &template).map_err(|error| match error {
         crate::volumes::VolumeError::Xml(error) => ImageError::Xml(error),
-        crate::volumes::VolumeError::Libvirt(source) => {
-            ImageError::Libvirt { action: format!("create volume {partial_name}"), source }
-        }
+        crate::volumes::VolumeError::Libvirt(source) => ImageError::Libvirt {
+            action: format!("create volume {partial_name}"),
+            source,
+        },
     })?;
 
     let result = upload(context, &partial, &mut reader, &header, source).and_then(|()| {
@@ -217,29 +240,56 @@ pub fn ensure_base_image(context: &ImportContext<'_>, series: &str, source: &Ima
         let xml = to_xml(&final_template)?;
         virt::storage_vol::StorageVol::create_xml_from(context.pool, &xml, &partial, 0)
             .map(VolumeHandle::new)
-            .map_err(libvirt(format!("clone volume {partial_name} into {volume}")))
+            .map_err(libvirt(format!(
+                "clone volume {partial_name} into {volume}"
+            )))
     });
     if let Err(error) = delete_volume(&partial) {
         warn!(volume = partial_name.as_str(), error = %error, "deleting the partial import failed");
     }
     let finished = result?;
-    info!(volume = volume.as_str(), format = format.as_str(), virtual_size, "base image imported");
+    info!(
+        volume = volume.as_str(),
+        format = format.as_str(),
+        virtual_size,
+        "base image imported"
+    );
     describe(&finished, &volume)
 }
 
 fn describe(volume: &VolumeHandle, name: &str) -> Result<BaseImage, ImageError> {
-    let text = volume.xml_desc(0).map_err(libvirt(format!("read volume {name}")))?;
+    let text = volume
+        .xml_desc(0)
+        .map_err(libvirt(format!("read volume {name}")))?;
     let document: StorageVolume = from_xml(&text)?;
-    let format = document.format().and_then(ImageFormat::from_name).unwrap_or(ImageFormat::Raw);
-    let path = volume.path().map_err(libvirt(format!("read the path of volume {name}")))?;
-    Ok(BaseImage { volume: name.to_owned(), path, format, virtual_size: document.capacity.value })
+    let format = document
+        .format()
+        .and_then(ImageFormat::from_name)
+        .unwrap_or(ImageFormat::Raw);
+    let path = volume
+        .path()
+        .map_err(libvirt(format!("read the path of volume {name}")))?;
+    Ok(BaseImage {
+        volume: name.to_owned(),
+        path,
+        format,
+        virtual_size: document.capacity.value,
+    })
 }
 
 fn lock(dir: &Path, name: &str) -> Result<Flock<File>, ImageError> {
     let path = dir.join(name);
-    let fail = |source| ImageError::Lock { path: path.clone(), source };
+    let fail = |source| ImageError::Lock {
+        path: path.clone(),
+        source,
+    };
     fs::create_dir_all(dir).map_err(fail)?;
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(fail)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(fail)?;
     Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| fail(errno.into()))
 }
 
@@ -251,20 +301,34 @@ struct SourceReader {
 fn open_source(location: &ImageLocation) -> Result<SourceReader, ImageError> {
     match location {
         ImageLocation::File(path) => {
-            let read_error = |source| ImageError::Read { location: location.to_string(), source };
+            let read_error = |source| ImageError::Read {
+                location: location.to_string(),
+                source,
+            };
             let file = File::open(path).map_err(read_error)?;
             let length = file.metadata().map_err(read_error)?.len();
-            Ok(SourceReader { stream: Box::new(file), length: Some(length) })
+            Ok(SourceReader {
+                stream: Box::new(file),
+                length: Some(length),
+            })
         }
         ImageLocation::Url(url) => {
-            let agent: ureq::Agent =
-                ureq::Agent::config_builder().timeout_connect(Some(CONNECT_TIMEOUT)).build().into();
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_connect(Some(CONNECT_TIMEOUT))
+                .build()
+                .into();
             let response = agent
                 .get(url)
                 .call()
-                .map_err(|source| ImageError::Download { location: url.clone(), source: Box::new(source) })?;
+                .map_err(|source| ImageError::Download {
+                    location: url.clone(),
+                    source: Box::new(source),
+                })?;
             let length = response.body().content_length();
-            Ok(SourceReader { stream: Box::new(response.into_body().into_reader()), length })
+            Ok(SourceReader {
+                stream: Box::new(response.into_body().into_reader()),
+                length,
+            })
         }
     }
 }
@@ -274,18 +338,30 @@ fn read_header(stream: &mut dyn Read, location: &ImageLocation) -> Result<Vec<u8
     stream
         .take(HEADER_LEN as u64)
         .read_to_end(&mut header)
-        .map_err(|source| ImageError::Read { location: location.to_string(), source })?;
+        .map_err(|source| ImageError::Read {
+            location: location.to_string(),
+            source,
+        })?;
     Ok(header)
 }
 
 /// Recognises qcow2 by its magic number and treats anything else as raw.
 /// Returns the format and the size of the disk the image holds.
-fn recognise(header: &[u8], length: Option<u64>, location: &ImageLocation) -> Result<(ImageFormat, u64), ImageError> {
-    let invalid = |problem: String| ImageError::Invalid { location: location.to_string(), problem };
+fn recognise(
+    header: &[u8],
+    length: Option<u64>,
+    location: &ImageLocation,
+) -> Result<(ImageFormat, u64), ImageError> {
+    let invalid = |problem: String| ImageError::Invalid {
+        location: location.to_string(),
+        problem,
+    };
     if header.len() >= 32 && header[..4] == QCOW2_MAGIC {
         let version = u32::from_be_bytes(header[4..8].try_into().expect("4 bytes"));
         if !(2..=3).contains(&version) {
-            return Err(invalid(format!("qcow2 version {version} is not supported (2 or 3 is)")));
+            return Err(invalid(format!(
+                "qcow2 version {version} is not supported (2 or 3 is)"
+            )));
         }
         let size = u64::from_be_bytes(header[24..32].try_into().expect("8 bytes"));
         if size == 0 {
@@ -310,19 +386,34 @@ fn upload(
     source: &ImageSource,
 ) -> Result<(), ImageError> {
     let location = source.location.to_string();
-    let stream = StreamHandle::create(context.connection).map_err(libvirt("create an upload stream"))?;
+    let stream =
+        StreamHandle::create(context.connection).map_err(libvirt("create an upload stream"))?;
     let sink = match volume.upload(&stream, 0, reader.length.unwrap_or(0), 0) {
         Ok(()) => Some(&stream),
         Err(error) if is_unsupported_test_driver(context.connection, &error) => {
             // libvirt's test driver keeps volumes in memory without
             // contents and has no upload; the bytes are still read and
             // checked.
-            debug!("the test driver stores no volume contents; reading the image without uploading it");
+            debug!(
+                "the test driver stores no volume contents; reading the image without uploading it"
+            );
             None
         }
-        Err(error) => return Err(ImageError::Libvirt { action: "start the volume upload".into(), source: error }),
+        Err(error) => {
+            return Err(ImageError::Libvirt {
+                action: "start the volume upload".into(),
+                source: error,
+            });
+        }
     };
-    let result = copy_and_hash(context, sink, &mut *reader.stream, header, reader.length, &location);
+    let result = copy_and_hash(
+        context,
+        sink,
+        &mut *reader.stream,
+        header,
+        reader.length,
+        &location,
+    );
     let digest = match result {
         Ok(digest) => digest,
         Err(error) => {
@@ -335,7 +426,9 @@ fn upload(
         }
     };
     if let Some(stream) = sink {
-        stream.finish().map_err(libvirt("finish the volume upload"))?;
+        stream
+            .finish()
+            .map_err(libvirt("finish the volume upload"))?;
     }
     if let Some(expected) = &source.sha256
         && digest != *expected
@@ -368,7 +461,11 @@ fn copy_and_hash(
         }
         done += chunk.len() as u64;
         if done - reported >= PROGRESS_INTERVAL {
-            context.progress.report(&ProgressEvent::Bytes { what: location, done, total });
+            context.progress.report(&ProgressEvent::Bytes {
+                what: location,
+                done,
+                total,
+            });
             reported = done;
         }
         Ok(())
@@ -379,11 +476,20 @@ fn copy_and_hash(
             Ok(0) => break,
             Ok(read) => read,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(source) => return Err(ImageError::Read { location: location.to_owned(), source }),
+            Err(source) => {
+                return Err(ImageError::Read {
+                    location: location.to_owned(),
+                    source,
+                });
+            }
         };
         send(&buffer[..read])?;
     }
-    context.progress.report(&ProgressEvent::Bytes { what: location, done, total });
+    context.progress.report(&ProgressEvent::Bytes {
+        what: location,
+        done,
+        total,
+    });
     if let Some(total) = total
         && done != total
     {
@@ -397,9 +503,16 @@ fn copy_and_hash(
 
 /// Returns true when `error` says the call is unsupported and the
 /// connection is libvirt's test driver.
-pub(crate) fn is_unsupported_test_driver(connection: &Connection, error: &virt::error::Error) -> bool {
-    let unsupported = error.code() == virt::error::ErrorNumberEnum::Known(virt::error::ErrorNumber::NoSupport);
-    unsupported && connection.driver_type().is_ok_and(|kind| kind.eq_ignore_ascii_case("test"))
+pub(crate) fn is_unsupported_test_driver(
+    connection: &Connection,
+    error: &virt::error::Error,
+) -> bool {
+    let unsupported =
+        error.code() == virt::error::ErrorNumberEnum::Known(virt::error::ErrorNumber::NoSupport);
+    unsupported
+        && connection
+            .driver_type()
+            .is_ok_and(|kind| kind.eq_ignore_ascii_case("test"))
 }
 
 #[cfg(test)]
@@ -416,23 +529,50 @@ mod tests {
         header[..4].copy_from_slice(&QCOW2_MAGIC);
         header[4..8].copy_from_slice(&3u32.to_be_bytes());
         header[24..32].copy_from_slice(&(64u64 << 20).to_be_bytes());
-        assert_eq!(recognise(&header, Some(196_616), &file()).unwrap(), (ImageFormat::Qcow2, 64 << 20));
+        assert_eq!(
+            recognise(&header, Some(196_616), &file()).unwrap(),
+            (ImageFormat::Qcow2, 64 << 20)
+        );
         header[4..8].copy_from_slice(&1u32.to_be_bytes());
-        assert!(recognise(&header, None, &file()).unwrap_err().to_string().contains("version 1"));
+        assert!(
+            recognise(&header, None, &file())
+                .unwrap_err()
+                .to_string()
+                .contains("version 1")
+        );
     }
 
     #[test]
     fn raw_needs_known_length() {
         let header = vec![0u8; 512];
-        assert_eq!(recognise(&header, Some(1 << 20), &file()).unwrap(), (ImageFormat::Raw, 1 << 20));
-        assert!(recognise(&header, None, &file()).unwrap_err().to_string().contains("Content-Length"));
-        assert!(recognise(&[], Some(0), &file()).unwrap_err().to_string().contains("empty"));
+        assert_eq!(
+            recognise(&header, Some(1 << 20), &file()).unwrap(),
+            (ImageFormat::Raw, 1 << 20)
+        );
+        assert!(
+            recognise(&header, None, &file())
+                .unwrap_err()
+                .to_string()
+                .contains("Content-Length")
+        );
+        assert!(
+            recognise(&[], Some(0), &file())
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
     }
 
     #[test]
     fn volume_name_follows_source() {
-        let a = ImageSource { location: file(), sha256: None };
-        let b = ImageSource { location: file(), sha256: Some([1; 32]) };
+        let a = ImageSource {
+            location: file(),
+            sha256: None,
+        };
+        let b = ImageSource {
+            location: file(),
+            sha256: Some([1; 32]),
+        };
         let name = base_volume_name("bookworm", &a);
         assert!(name.starts_with("base-bookworm-"), "{name}");
         assert_eq!(name.len(), "base-bookworm-".len() + 12);

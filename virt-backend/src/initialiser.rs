@@ -54,7 +54,9 @@ pub struct VirtInitialiser {
 impl VirtInitialiser {
     /// Creates an initialiser from `config`, checking every key.
     pub fn new(config: ManagerConfig) -> Result<Self> {
-        Ok(Self { config: VirtConfig::from_manager_config(config)? })
+        Ok(Self {
+            config: VirtConfig::from_manager_config(config)?,
+        })
     }
 
     /// Makes the host ready and reports what it changed: installs missing
@@ -62,8 +64,11 @@ impl VirtInitialiser {
     /// daemon accepts connections at the URI, defines, builds, starts and autostarts
     /// the storage pool as needed, and reports whether KVM is usable.
     pub fn initialise_with_report(&self) -> Result<InitReport> {
-        let installed_packages =
-            if self.config.uri.starts_with("qemu:///") { install_missing_packages(&required_packages())? } else { Vec::new() };
+        let installed_packages = if self.config.uri.starts_with("qemu:///") {
+            install_missing_packages(&required_packages())?
+        } else {
+            Vec::new()
+        };
         let connection = connect(&self.config.uri)?;
         let mut report = self.initialise_with(&connection)?;
         report.installed_packages = installed_packages;
@@ -97,19 +102,28 @@ impl VirtInitialiser {
         let mut pool_defined = false;
         let pool = match connection.lookup_storage_pool_by_name(name) {
             Ok(pool) => PoolHandle::new(pool),
-            Err(error) if crate::volumes::has_code(&error, virt::error::ErrorNumber::NoStoragePool) => {
+            Err(error)
+                if crate::volumes::has_code(&error, virt::error::ErrorNumber::NoStoragePool) =>
+            {
                 let document = StoragePool {
                     pool_type: "dir".into(),
                     name: name.clone(),
                     uuid: None,
-                    target: PoolTarget { path: self.config.pool_dir.clone() },
+                    target: PoolTarget {
+                        path: self.config.pool_dir.clone(),
+                    },
                 };
-                let xml = to_xml(&document).map_err(|error| backend("write the storage pool XML", error))?;
+                let xml = to_xml(&document)
+                    .map_err(|error| backend("write the storage pool XML", error))?;
                 let pool = connection
                     .define_storage_pool_xml(&xml, 0)
                     .map(PoolHandle::new)
                     .map_err(|error| backend(format!("define storage pool {name:?}"), error))?;
-                info!(pool = name.as_str(), dir = self.config.pool_dir.as_str(), "defined storage pool");
+                info!(
+                    pool = name.as_str(),
+                    dir = self.config.pool_dir.as_str(),
+                    "defined storage pool"
+                );
                 pool_defined = true;
                 pool
             }
@@ -127,24 +141,37 @@ impl VirtInitialiser {
             );
         }
 
-        let active = pool.is_active().map_err(|error| backend(format!("read the state of storage pool {name:?}"), error))?;
+        let active = pool
+            .is_active()
+            .map_err(|error| backend(format!("read the state of storage pool {name:?}"), error))?;
         let (mut pool_built, mut pool_started) = (false, false);
         if !active {
-            pool.build(0).map_err(|error| backend(format!("build storage pool {name:?}"), error))?;
+            pool.build(0)
+                .map_err(|error| backend(format!("build storage pool {name:?}"), error))?;
             pool_built = true;
-            pool.create(0).map_err(|error| backend(format!("start storage pool {name:?}"), error))?;
+            pool.create(0)
+                .map_err(|error| backend(format!("start storage pool {name:?}"), error))?;
             pool_started = true;
             info!(pool = name.as_str(), "started storage pool");
         }
-        let autostart =
-            pool.autostart().map_err(|error| backend(format!("read autostart of storage pool {name:?}"), error))?;
+        let autostart = pool
+            .autostart()
+            .map_err(|error| backend(format!("read autostart of storage pool {name:?}"), error))?;
         let mut pool_autostart_set = false;
         if !autostart {
-            pool.set_autostart(true).map_err(|error| backend(format!("autostart storage pool {name:?}"), error))?;
+            pool.set_autostart(true)
+                .map_err(|error| backend(format!("autostart storage pool {name:?}"), error))?;
             pool_autostart_set = true;
         }
         let platform = choose_platform(connection, self.config.virt_type)?;
-        Ok(InitReport { installed_packages: Vec::new(), pool_defined, pool_built, pool_started, pool_autostart_set, platform })
+        Ok(InitReport {
+            installed_packages: Vec::new(),
+            pool_defined,
+            pool_built,
+            pool_started,
+            pool_autostart_set,
+            platform,
+        })
     }
 }
 
@@ -159,7 +186,10 @@ impl Initialiser for VirtInitialiser {
 fn install_missing_packages(packages: &[&str]) -> Result<Vec<String>> {
     let mut missing = Vec::new();
     for package in packages {
-        let output = match Command::new("dpkg-query").args(["-W", "-f=${Status}", package]).output() {
+        let output = match Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", package])
+            .output()
+        {
             Ok(output) => output,
             Err(error) => {
                 warn!(error = %error, "dpkg-query is not available; not checking packages");
@@ -180,10 +210,16 @@ fn install_missing_packages(packages: &[&str]) -> Result<Vec<String>> {
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
-        .map_err(|error| Error::Host { message: "cannot run apt-get".into(), source: Some(Box::new(error)) })?;
+        .map_err(|error| Error::Host {
+            message: "cannot run apt-get".into(),
+            source: Some(Box::new(error)),
+        })?;
     if !status.success() {
         return Err(Error::Host {
-            message: format!("apt-get install {} failed ({status}); install them by hand", missing.join(" ")),
+            message: format!(
+                "apt-get install {} failed ({status}); install them by hand",
+                missing.join(" ")
+            ),
             source: None,
         });
     }

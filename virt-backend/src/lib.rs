@@ -20,7 +20,7 @@
 //!
 //! - `cargo test -p berth-virt --lib --test testdriver` runs the unit tests
 //!   and the tests against libvirt's test driver: no daemon, no root.
-//! - `cargo test -p berth-virt --test real --test remote` boots real VMs
+//! - `cargo test -p berth-virt --test real_virt --test real_remote` boots real VMs
 //!   under software emulation. It needs root, a running system libvirtd
 //!   and virtlogd (`mkdir -p /var/log/libvirt /var/run/libvirt;
 //!   virtlogd -d; libvirtd -d`), the packages busybox-static, qemu-utils

@@ -3,11 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use berth_core::pending::CreateGuard;
 use berth_core::progress::run_step;
 use berth_core::userdata::write_user_data_for_host;
 use berth_core::{
-    Error, HardwareCharacteristics, Instance, InstanceId, InstanceStatus, MachineConfig, Manager, ManagerConfig,
-    NetworkConfig, Progress, Result, Step, container_name,
+    Error, HardwareCharacteristics, Instance, InstanceId, InstanceStatus, MachineConfig, Manager,
+    ManagerConfig, NetworkConfig, Progress, Result, Step, container_name,
 };
 use tracing::{debug, info, warn};
 use virt::domain::DomainState;
@@ -18,7 +19,10 @@ use crate::handle::{AddressSource, Connection, DomainHandle, PoolHandle};
 use crate::image::{BaseImage, ImportContext, ensure_base_image};
 use crate::platform::{GuestPlatform, backend, choose_platform};
 use crate::seed::{MetaData, Seed, network_config};
-use crate::spec::{CONSOLE_LOG, DomainSpec, Resources, domain_document, random_mac, resources, root_volume_name, seed_volume_name};
+use crate::spec::{
+    CONSOLE_LOG, DomainSpec, Resources, domain_document, random_mac, resources, root_volume_name,
+    seed_volume_name,
+};
 use crate::volumes::{create_volume, delete_volume, has_code, lookup_volume, upload_bytes};
 use crate::xml::storage::{BackingStore, Capacity, Format, StorageVolume, VolumeTarget};
 use crate::xml::to_xml;
@@ -48,7 +52,10 @@ pub struct VirtManager {
 
 impl std::fmt::Debug for VirtManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VirtManager").field("config", &self.config).field("platform", &self.platform).finish()
+        f.debug_struct("VirtManager")
+            .field("config", &self.config)
+            .field("platform", &self.platform)
+            .finish()
     }
 }
 
@@ -121,20 +128,32 @@ impl VirtManager {
 
     fn pool(&self) -> Result<PoolHandle> {
         let name = &self.config.pool;
-        let pool = self.connection.lookup_storage_pool_by_name(name).map(PoolHandle::new).map_err(|error| Error::Host {
-            message: format!("storage pool {name:?} not found at {}; run the libvirt initialiser", self.config.uri),
-            source: Some(Box::new(error)),
-        })?;
+        let pool = self
+            .connection
+            .lookup_storage_pool_by_name(name)
+            .map(PoolHandle::new)
+            .map_err(|error| Error::Host {
+                message: format!(
+                    "storage pool {name:?} not found at {}; run the libvirt initialiser",
+                    self.config.uri
+                ),
+                source: Some(Box::new(error)),
+            })?;
         if !pool.is_active().unwrap_or(false) {
             return Err(Error::Host {
-                message: format!("storage pool {name:?} is not active; run the libvirt initialiser"),
+                message: format!(
+                    "storage pool {name:?} is not active; run the libvirt initialiser"
+                ),
                 source: None,
             });
         }
         Ok(pool)
     }
 
-    fn lookup_domain(&self, name: &str) -> std::result::Result<Option<DomainHandle>, virt::error::Error> {
+    fn lookup_domain(
+        &self,
+        name: &str,
+    ) -> std::result::Result<Option<DomainHandle>, virt::error::Error> {
         match self.connection.lookup_domain_by_name(name) {
             Ok(domain) => Ok(Some(DomainHandle::new(domain))),
             Err(error) if has_code(&error, ErrorNumber::NoDomain) => Ok(None),
@@ -169,7 +188,10 @@ impl VirtManager {
 
 /// One undo action: what it undoes, and the action, which returns a
 /// message when it fails.
-type UndoAction<'a> = (String, Box<dyn FnOnce() -> std::result::Result<(), String> + 'a>);
+type UndoAction<'a> = (
+    String,
+    Box<dyn FnOnce() -> std::result::Result<(), String> + 'a>,
+);
 
 /// Undo actions of a create, run newest first when it fails.
 struct Undo<'a> {
@@ -178,10 +200,16 @@ struct Undo<'a> {
 
 impl<'a> Undo<'a> {
     fn new() -> Self {
-        Self { actions: Vec::new() }
+        Self {
+            actions: Vec::new(),
+        }
     }
 
-    fn push(&mut self, what: impl Into<String>, action: impl FnOnce() -> std::result::Result<(), String> + 'a) {
+    fn push(
+        &mut self,
+        what: impl Into<String>,
+        action: impl FnOnce() -> std::result::Result<(), String> + 'a,
+    ) {
         self.actions.push((what.into(), Box::new(action)));
     }
 
@@ -192,7 +220,12 @@ impl<'a> Undo<'a> {
             match action() {
                 Ok(()) => debug!(container, undo = what.as_str(), "undone"),
                 Err(error) => {
-                    warn!(container, undo = what.as_str(), error = error.as_str(), "undo failed");
+                    warn!(
+                        container,
+                        undo = what.as_str(),
+                        error = error.as_str(),
+                        "undo failed"
+                    );
                     failures.push(format!("{what}: {error}"));
                 }
             }
@@ -213,10 +246,17 @@ impl Manager for VirtManager {
     ) -> Result<(Instance, HardwareCharacteristics)> {
         let name = container_name(&self.config.name, &machine.machine_id)?;
         let name = name.as_str();
-        let resources = run_step(progress, name, Step::Validate, || self.validate(name, machine, series))?;
+        let resources = run_step(progress, name, Step::Validate, || {
+            self.validate(name, machine, series)
+        })?;
         info!(container = name, series, network = %network, "creating VM");
         let mut undo = Undo::new();
-        match self.create_steps(name, machine, series, network, &resources, progress, &mut undo) {
+        // The create lock is held until the undo, if any, has finished, so
+        // that garbage collection never works on this VM at the same time.
+        let mut guard = None;
+        match self.create_steps(
+            name, machine, series, network, &resources, progress, &mut undo, &mut guard,
+        ) {
             Ok(instance) => {
                 undo.forget();
                 info!(container = name, "VM running");
@@ -233,7 +273,9 @@ impl Manager for VirtManager {
     fn destroy_container(&self, id: &InstanceId) -> Result<()> {
         let name = id.as_str();
         info!(container = name, "destroying VM");
-        let domain = self.lookup_domain(name).map_err(|error| Error::step(name, Step::Destroy, error))?;
+        let domain = self
+            .lookup_domain(name)
+            .map_err(|error| Error::step(name, Step::Destroy, error))?;
         if let Some(domain) = domain {
             stop(&domain).map_err(|error| Error::step(name, Step::Stop, error))?;
             undefine(&domain).map_err(|error| Error::step(name, Step::Destroy, error))?;
@@ -241,13 +283,19 @@ impl Manager for VirtManager {
         match self.pool() {
             Ok(pool) => {
                 for volume in [root_volume_name(name), seed_volume_name(name)] {
-                    if let Some(handle) = lookup_volume(&pool, &volume).map_err(|error| Error::step(name, Step::Destroy, error))? {
-                        delete_volume(&handle).map_err(|error| Error::step(name, Step::Destroy, VolumeFailure(volume.clone(), error)))?;
+                    if let Some(handle) = lookup_volume(&pool, &volume)
+                        .map_err(|error| Error::step(name, Step::Destroy, error))?
+                    {
+                        delete_volume(&handle).map_err(|error| {
+                            Error::step(name, Step::Destroy, VolumeFailure(volume.clone(), error))
+                        })?;
                         debug!(container = name, volume = volume.as_str(), "deleted volume");
                     }
                 }
             }
-            Err(error) => warn!(container = name, error = %error, "no storage pool, so no volumes to delete"),
+            Err(error) => {
+                warn!(container = name, error = %error, "no storage pool, so no volumes to delete")
+            }
         }
         if let Some(moved) = self.config.dirs.remove_directory(name)? {
             debug!(container = name, to = %moved.display(), "moved the container directory aside");
@@ -269,7 +317,10 @@ impl Manager for VirtManager {
                 continue;
             }
             let Ok(id) = InstanceId::new(name.as_str()) else {
-                debug!(domain = name.as_str(), "skipping a domain whose name is not a container name");
+                debug!(
+                    domain = name.as_str(),
+                    "skipping a domain whose name is not a container name"
+                );
                 continue;
             };
             let status = status(&domain);
@@ -281,6 +332,21 @@ impl Manager for VirtManager {
         }
         instances.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(instances)
+    }
+
+    fn collect_garbage(&self) -> Result<Vec<InstanceId>> {
+        let prefix = berth_core::manager::container_prefix(&self.config.name);
+        let mut removed = Vec::new();
+        for half_made in self.config.dirs.half_made(&prefix)? {
+            let id = InstanceId::new(half_made.name.as_str())?;
+            info!(
+                container = id.as_str(),
+                "removing a VM whose create died half way"
+            );
+            self.destroy_container(&id)?;
+            removed.push(id);
+        }
+        Ok(removed)
     }
 }
 
@@ -302,8 +368,14 @@ impl VirtManager {
             )
             .into());
         }
-        if self.lookup_domain(name).map_err(|error| Error::step(name, Step::Validate, error))?.is_some() {
-            return Err(Error::AlreadyExists { name: name.to_owned() });
+        if self
+            .lookup_domain(name)
+            .map_err(|error| Error::step(name, Step::Validate, error))?
+            .is_some()
+        {
+            return Err(Error::AlreadyExists {
+                name: name.to_owned(),
+            });
         }
         Ok(resources)
     }
@@ -318,28 +390,44 @@ impl VirtManager {
         resources: &Resources,
         progress: &dyn Progress,
         undo: &mut Undo<'a>,
+        guard: &mut Option<CreateGuard>,
     ) -> Result<Instance> {
-        let dir = run_step(progress, name, Step::Directory, || self.config.dirs.new_directory(name))?;
+        let created = run_step(progress, name, Step::Directory, || {
+            self.config.dirs.new_directory_for_create(name)
+        })?;
+        let dir = created.dir().to_path_buf();
+        let created = guard.insert(created);
         undo.push("remove the container directory", {
             let dir = dir.clone();
             move || remove_created_dir(&dir)
         });
         self.injected(name, Step::Directory)?;
 
-        let user_data_path = run_step(progress, name, Step::UserData, || write_user_data_for_host(machine, name, &dir))?;
-        let user_data = std::fs::read(&user_data_path).map_err(|error| Error::io("read user data", &user_data_path, error))?;
+        let user_data_path = run_step(progress, name, Step::UserData, || {
+            write_user_data_for_host(machine, name, &dir)
+        })?;
+        let user_data = std::fs::read(&user_data_path)
+            .map_err(|error| Error::io("read user data", &user_data_path, error))?;
         self.injected(name, Step::UserData)?;
 
         let pool = self.pool()?;
         let base = run_step(progress, name, Step::Image, || {
             let source = self.config.image_for(series).expect("checked in validate");
-            let context = ImportContext { connection: &self.connection, pool: &pool, lock_dir: &self.config.lock_dir, progress };
-            ensure_base_image(&context, series, source).map_err(|error| Error::step(name, Step::Image, error))
+            let context = ImportContext {
+                connection: &self.connection,
+                pool: &pool,
+                lock_dir: &self.config.lock_dir,
+                progress,
+            };
+            ensure_base_image(&context, series, source)
+                .map_err(|error| Error::step(name, Step::Image, error))
         })?;
         self.injected(name, Step::Image)?;
 
         let root_name = root_volume_name(name);
-        run_step(progress, name, Step::Clone, || self.create_root_volume(name, &pool, &root_name, &base, resources))?;
+        run_step(progress, name, Step::Clone, || {
+            self.create_root_volume(name, &pool, &root_name, &base, resources)
+        })?;
         undo.push(format!("delete volume {root_name}"), {
             let pool = self.pool();
             let root_name = root_name.clone();
@@ -352,7 +440,9 @@ impl VirtManager {
             None => random_mac().map_err(|error| Error::step(name, Step::Seed, error))?,
         };
         let seed_name = seed_volume_name(name);
-        run_step(progress, name, Step::Seed, || self.create_seed_volume(name, &pool, &seed_name, machine, network, mac, user_data))?;
+        run_step(progress, name, Step::Seed, || {
+            self.create_seed_volume(name, &pool, &seed_name, machine, network, mac, user_data)
+        })?;
         undo.push(format!("delete volume {seed_name}"), {
             let pool = self.pool();
             let seed_name = seed_name.clone();
@@ -362,7 +452,15 @@ impl VirtManager {
 
         let console_log = dir.join(CONSOLE_LOG);
         let domain = run_step(progress, name, Step::Define, || {
-            self.define(name, resources, &root_name, &seed_name, network, mac, &console_log)
+            self.define(
+                name,
+                resources,
+                &root_name,
+                &seed_name,
+                network,
+                mac,
+                &console_log,
+            )
         })?;
         undo.push("undefine the domain", {
             let domain = DomainHandle::new((*domain).clone());
@@ -371,11 +469,19 @@ impl VirtManager {
         self.injected(name, Step::Define)?;
 
         run_step(progress, name, Step::Configure, || {
-            domain.set_autostart(true).map(|_| ()).map_err(|error| Error::step(name, Step::Configure, error))
+            domain
+                .set_autostart(true)
+                .map(|_| ())
+                .map_err(|error| Error::step(name, Step::Configure, error))
         })?;
         self.injected(name, Step::Configure)?;
 
-        run_step(progress, name, Step::Start, || domain.create().map(|_| ()).map_err(|error| Error::step(name, Step::Start, error)))?;
+        run_step(progress, name, Step::Start, || {
+            domain
+                .create()
+                .map(|_| ())
+                .map_err(|error| Error::step(name, Step::Start, error))
+        })?;
         undo.push("stop the domain", {
             let domain = DomainHandle::new((*domain).clone());
             move || stop(&domain).map_err(|error| error.to_string())
@@ -384,6 +490,7 @@ impl VirtManager {
 
         run_step(progress, name, Step::Wait, || wait_running(name, &domain))?;
         self.injected(name, Step::Wait)?;
+        created.mark_created()?;
 
         let id = InstanceId::new(name)?;
         let mut instance = Instance::new(id, status(&domain));
@@ -391,7 +498,14 @@ impl VirtManager {
         Ok(instance)
     }
 
-    fn create_root_volume(&self, name: &str, pool: &PoolHandle, volume: &str, base: &BaseImage, resources: &Resources) -> Result<()> {
+    fn create_root_volume(
+        &self,
+        name: &str,
+        pool: &PoolHandle,
+        volume: &str,
+        base: &BaseImage,
+        resources: &Resources,
+    ) -> Result<()> {
         let capacity = resources.root_disk_mib * MIB;
         if capacity < base.virtual_size {
             return Err(berth_core::InvalidValue::new(
@@ -411,11 +525,19 @@ impl VirtManager {
             key: None,
             capacity: Capacity::bytes(capacity),
             allocation: Some(Capacity::bytes(0)),
-            target: Some(VolumeTarget { path: None, format: Some(Format::new("qcow2")) }),
-            backing_store: Some(BackingStore { path: base.path.clone(), format: Some(Format::new(base.format.as_str())) }),
+            target: Some(VolumeTarget {
+                path: None,
+                format: Some(Format::new("qcow2")),
+            }),
+            backing_store: Some(BackingStore {
+                path: base.path.clone(),
+                format: Some(Format::new(base.format.as_str())),
+            }),
         };
         replace_stale_volume(name, pool, volume)?;
-        create_volume(pool, &document).map_err(|error| Error::step(name, Step::Clone, VolumeStepError(volume.to_owned(), error)))?;
+        create_volume(pool, &document).map_err(|error| {
+            Error::step(name, Step::Clone, VolumeStepError(volume.to_owned(), error))
+        })?;
         Ok(())
     }
 
@@ -432,26 +554,40 @@ impl VirtManager {
     ) -> Result<()> {
         let seed = Seed {
             user_data,
-            meta_data: MetaData { instance_id: name.to_owned(), local_hostname: name.to_owned() },
+            meta_data: MetaData {
+                instance_id: name.to_owned(),
+                local_hostname: name.to_owned(),
+            },
             network_config: network_config(&machine.network_interfaces, network, mac)?,
         };
-        let image = seed.build_image().map_err(|error| Error::step(name, Step::Seed, error))?;
+        let image = seed
+            .build_image()
+            .map_err(|error| Error::step(name, Step::Seed, error))?;
         let document = StorageVolume {
             volume_type: None,
             name: volume.to_owned(),
             key: None,
             capacity: Capacity::bytes(image.len() as u64),
             allocation: None,
-            target: Some(VolumeTarget { path: None, format: Some(Format::new("raw")) }),
+            target: Some(VolumeTarget {
+                path: None,
+                format: Some(Format::new("raw")),
+            }),
             backing_store: None,
         };
         replace_stale_volume(name, pool, volume)?;
-        let handle = create_volume(pool, &document).map_err(|error| Error::step(name, Step::Seed, VolumeStepError(volume.to_owned(), error)))?;
+        let handle = create_volume(pool, &document).map_err(|error| {
+            Error::step(name, Step::Seed, VolumeStepError(volume.to_owned(), error))
+        })?;
         if let Err(error) = upload_bytes(&self.connection, &handle, &image) {
             if let Err(delete_error) = delete_volume(&handle) {
                 warn!(container = name, volume, error = %delete_error, "deleting the seed volume after a failed upload failed");
             }
-            return Err(Error::step(name, Step::Seed, VolumeFailure(volume.to_owned(), error)));
+            return Err(Error::step(
+                name,
+                Step::Seed,
+                VolumeFailure(volume.to_owned(), error),
+            ));
         }
         Ok(())
     }
@@ -496,9 +632,16 @@ struct VolumeStepError(String, #[source] crate::volumes::VolumeError);
 /// killed before it could undo. The container directory, created earlier
 /// in the same create, already proves no other create of this name runs.
 fn replace_stale_volume(name: &str, pool: &PoolHandle, volume: &str) -> Result<()> {
-    if let Some(stale) = lookup_volume(pool, volume).map_err(|error| Error::step(name, Step::Define, error))? {
-        warn!(container = name, volume, "deleting a volume left by an earlier create");
-        delete_volume(&stale).map_err(|error| Error::step(name, Step::Define, VolumeFailure(volume.to_owned(), error)))?;
+    if let Some(stale) =
+        lookup_volume(pool, volume).map_err(|error| Error::step(name, Step::Define, error))?
+    {
+        warn!(
+            container = name,
+            volume, "deleting a volume left by an earlier create"
+        );
+        delete_volume(&stale).map_err(|error| {
+            Error::step(name, Step::Define, VolumeFailure(volume.to_owned(), error))
+        })?;
     }
     Ok(())
 }
@@ -515,8 +658,13 @@ fn delete_named_volume(pool: Result<PoolHandle>, volume: &str) -> std::result::R
 /// wrote, and a symlink in its place is never followed.
 fn remove_created_dir(dir: &Path) -> std::result::Result<(), String> {
     match std::fs::symlink_metadata(dir) {
-        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(dir).map_err(|error| format!("{}: {error}", dir.display())),
-        Ok(_) => Err(format!("{} is no longer a directory; left in place", dir.display())),
+        Ok(meta) if meta.is_dir() => {
+            std::fs::remove_dir_all(dir).map_err(|error| format!("{}: {error}", dir.display()))
+        }
+        Ok(_) => Err(format!(
+            "{} is no longer a directory; left in place",
+            dir.display()
+        )),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(error) => Err(format!("{}: {error}", dir.display())),
     }
@@ -533,7 +681,12 @@ fn stop(domain: &DomainHandle) -> std::result::Result<(), virt::error::Error> {
     }
     match domain.destroy() {
         Ok(()) => Ok(()),
-        Err(error) if has_code(&error, ErrorNumber::NoDomain) || has_code(&error, ErrorNumber::OperationInvalid) => Ok(()),
+        Err(error)
+            if has_code(&error, ErrorNumber::NoDomain)
+                || has_code(&error, ErrorNumber::OperationInvalid) =>
+        {
+            Ok(())
+        }
         Err(error) => Err(error),
     }
 }
@@ -546,7 +699,10 @@ fn undefine(domain: &DomainHandle) -> std::result::Result<(), virt::error::Error
         | virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
         | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA;
     let result = match domain.undefine_flags(flags) {
-        Err(error) if has_code(&error, ErrorNumber::InvalidArg) || has_code(&error, ErrorNumber::NoSupport) => {
+        Err(error)
+            if has_code(&error, ErrorNumber::InvalidArg)
+                || has_code(&error, ErrorNumber::NoSupport) =>
+        {
             debug!(error = %error, "undefine with NVRAM rejected; undefining without flags");
             domain.undefine()
         }
@@ -561,11 +717,19 @@ fn undefine(domain: &DomainHandle) -> std::result::Result<(), virt::error::Error
 fn wait_running(name: &str, domain: &DomainHandle) -> Result<()> {
     let started = Instant::now();
     loop {
-        let (state, _) = domain.state().map_err(|error| Error::step(name, Step::Wait, error))?;
+        let (state, _) = domain
+            .state()
+            .map_err(|error| Error::step(name, Step::Wait, error))?;
         match state {
-            virt::enumutil::Enum::Known(DomainState::Running | DomainState::Blocked) => return Ok(()),
+            virt::enumutil::Enum::Known(DomainState::Running | DomainState::Blocked) => {
+                return Ok(());
+            }
             virt::enumutil::Enum::Known(DomainState::Shutoff | DomainState::Crashed) => {
-                return Err(Error::step(name, Step::Wait, format!("the domain stopped while starting (state {state:?})")));
+                return Err(Error::step(
+                    name,
+                    Step::Wait,
+                    format!("the domain stopped while starting (state {state:?})"),
+                ));
             }
             _ => {}
         }
@@ -573,7 +737,10 @@ fn wait_running(name: &str, domain: &DomainHandle) -> Result<()> {
             return Err(Error::step(
                 name,
                 Step::Wait,
-                format!("timed out after {} s waiting for the domain to run (state {state:?})", START_TIMEOUT.as_secs()),
+                format!(
+                    "timed out after {} s waiting for the domain to run (state {state:?})",
+                    START_TIMEOUT.as_secs()
+                ),
             ));
         }
         std::thread::sleep(POLL_INTERVAL);

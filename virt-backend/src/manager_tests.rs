@@ -45,9 +45,17 @@ fn machine() -> MachineConfig {
 }
 
 fn own_volumes(connection: &Connection) -> Vec<String> {
-    let pool = PoolHandle::new(connection.lookup_storage_pool_by_name("berth-test").unwrap());
-    let mut names: Vec<String> =
-        pool.list_volumes().unwrap().into_iter().filter(|name| name.starts_with("juju-machine-2")).collect();
+    let pool = PoolHandle::new(
+        connection
+            .lookup_storage_pool_by_name("berth-test")
+            .unwrap(),
+    );
+    let mut names: Vec<String> = pool
+        .list_volumes()
+        .unwrap()
+        .into_iter()
+        .filter(|name| name.starts_with("juju-machine-2"))
+        .collect();
     names.sort();
     names
 }
@@ -70,26 +78,63 @@ fn failure_after_each_step_undone() {
         .with("lock-dir", path("locks"))
         .with("image", path("base.img"));
     let connection = Connection::open(&uri).unwrap();
-    VirtInitialiser::new(config.clone()).unwrap().initialise_with(&connection).unwrap();
+    VirtInitialiser::new(config.clone())
+        .unwrap()
+        .initialise_with(&connection)
+        .unwrap();
     let manager = VirtManager::with_connection(config, connection).unwrap();
     let network = NetworkConfig::bridge("br-test0").unwrap();
     let container_dir = dir.path().join("containers").join("juju-machine-2");
 
-    let steps =
-        [Step::Directory, Step::UserData, Step::Image, Step::Clone, Step::Seed, Step::Define, Step::Configure, Step::Start, Step::Wait];
+    let steps = [
+        Step::Directory,
+        Step::UserData,
+        Step::Image,
+        Step::Clone,
+        Step::Seed,
+        Step::Define,
+        Step::Configure,
+        Step::Start,
+        Step::Wait,
+    ];
     for step in steps {
         *manager.fail_after.lock().unwrap() = Some(step);
-        let error = manager.create_container(&machine(), "bookworm", &network).unwrap_err();
-        assert!(matches!(&error, Error::Step { step: failed, .. } if *failed == step), "{step}: {error}");
-        assert!(manager.connection().lookup_domain_by_name("juju-machine-2").is_err(), "{step}: domain left");
-        assert_eq!(own_volumes(manager.connection()), Vec::<String>::new(), "{step}: volumes left");
+        let error = manager
+            .create_container(&machine(), "bookworm", &network)
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::Step { step: failed, .. } if *failed == step),
+            "{step}: {error}"
+        );
+        assert!(
+            manager
+                .connection()
+                .lookup_domain_by_name("juju-machine-2")
+                .is_err(),
+            "{step}: domain left"
+        );
+        assert_eq!(
+            own_volumes(manager.connection()),
+            Vec::<String>::new(),
+            "{step}: volumes left"
+        );
         assert!(!container_dir.exists(), "{step}: directory left");
     }
 
     *manager.fail_after.lock().unwrap() = None;
-    let (instance, _) = manager.create_container(&machine(), "bookworm", &network).unwrap();
-    let domain = DomainHandle::new(manager.connection().lookup_domain_by_name(instance.id.as_str()).unwrap());
+    let (instance, _) = manager
+        .create_container(&machine(), "bookworm", &network)
+        .unwrap();
+    let domain = DomainHandle::new(
+        manager
+            .connection()
+            .lookup_domain_by_name(instance.id.as_str())
+            .unwrap(),
+    );
     assert!(domain.is_active().unwrap());
     assert!(domain.autostart().unwrap());
-    assert_eq!(own_volumes(manager.connection()), ["juju-machine-2-root.qcow2", "juju-machine-2-seed.img"]);
+    assert_eq!(
+        own_volumes(manager.connection()),
+        ["juju-machine-2-root.qcow2", "juju-machine-2-seed.img"]
+    );
 }

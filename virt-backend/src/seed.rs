@@ -105,7 +105,9 @@ pub fn network_config(
         ethernets.insert(
             DEFAULT_GUEST_NIC.to_owned(),
             Ethernet {
-                match_mac: MatchMac { macaddress: mac.to_string() },
+                match_mac: MatchMac {
+                    macaddress: mac.to_string(),
+                },
                 set_name: DEFAULT_GUEST_NIC.to_owned(),
                 dhcp4: Some(true),
                 addresses: Vec::new(),
@@ -130,14 +132,20 @@ pub fn network_config(
         let routes = interface
             .gateway
             .iter()
-            .map(|gateway| Route { to: "default".into(), via: gateway.clone() })
+            .map(|gateway| Route {
+                to: "default".into(),
+                via: gateway.clone(),
+            })
             .collect();
-        let nameservers = (!interface.dns_servers.is_empty())
-            .then(|| Nameservers { addresses: interface.dns_servers.clone() });
+        let nameservers = (!interface.dns_servers.is_empty()).then(|| Nameservers {
+            addresses: interface.dns_servers.clone(),
+        });
         ethernets.insert(
             interface.name.clone(),
             Ethernet {
-                match_mac: MatchMac { macaddress: interface_mac.to_string() },
+                match_mac: MatchMac {
+                    macaddress: interface_mac.to_string(),
+                },
                 set_name: interface.name.clone(),
                 dhcp4: None,
                 addresses: vec![interface.address.clone()],
@@ -147,7 +155,10 @@ pub fn network_config(
             },
         );
     }
-    Ok(NetworkConfigV2 { version: 2, ethernets })
+    Ok(NetworkConfigV2 {
+        version: 2,
+        ethernets,
+    })
 }
 
 /// The three files of a NoCloud seed.
@@ -181,14 +192,28 @@ pub enum SeedError {
 impl Seed {
     /// Returns the seed's files with their names.
     pub fn files(&self) -> Result<Vec<FatFile>, SeedError> {
-        let meta = serde_saphyr::to_string(&self.meta_data)
-            .map_err(|source| SeedError::Yaml { file: "meta-data", source })?;
-        let network = serde_saphyr::to_string(&self.network_config)
-            .map_err(|source| SeedError::Yaml { file: "network-config", source })?;
+        let meta = serde_saphyr::to_string(&self.meta_data).map_err(|source| SeedError::Yaml {
+            file: "meta-data",
+            source,
+        })?;
+        let network =
+            serde_saphyr::to_string(&self.network_config).map_err(|source| SeedError::Yaml {
+                file: "network-config",
+                source,
+            })?;
         Ok(vec![
-            FatFile { name: "user-data".into(), data: self.user_data.clone() },
-            FatFile { name: "meta-data".into(), data: meta.into_bytes() },
-            FatFile { name: "network-config".into(), data: network.into_bytes() },
+            FatFile {
+                name: "user-data".into(),
+                data: self.user_data.clone(),
+            },
+            FatFile {
+                name: "meta-data".into(),
+                data: meta.into_bytes(),
+            },
+            FatFile {
+                name: "network-config".into(),
+                data: network.into_bytes(),
+            },
         ])
     }
 
@@ -209,7 +234,10 @@ mod tests {
 
     #[test]
     fn dhcp_when_no_static_interfaces() {
-        let network = NetworkConfig::bridge("br0").unwrap().with_mtu(9000).unwrap();
+        let network = NetworkConfig::bridge("br0")
+            .unwrap()
+            .with_mtu(9000)
+            .unwrap();
         let config = network_config(&[], &network, mac()).unwrap();
         let eth0 = &config.ethernets["eth0"];
         assert_eq!(eth0.match_mac.macaddress, "02:16:3e:aa:bb:01");
@@ -245,9 +273,18 @@ mod tests {
         let first = &config.ethernets["ens3"];
         assert_eq!(first.match_mac.macaddress, mac().to_string());
         assert_eq!(first.addresses, vec!["10.0.3.5/24".to_string()]);
-        assert_eq!(first.routes, vec![Route { to: "default".into(), via: "10.0.3.1".into() }]);
+        assert_eq!(
+            first.routes,
+            vec![Route {
+                to: "default".into(),
+                via: "10.0.3.1".into()
+            }]
+        );
         assert_eq!(first.mtu, Some(1400));
-        assert_eq!(config.ethernets["ens4"].match_mac.macaddress, "02:00:00:00:00:02");
+        assert_eq!(
+            config.ethernets["ens4"].match_mac.macaddress,
+            "02:00:00:00:00:02"
+        );
 
         let mut without_mac = interfaces.clone();
         without_mac[1].mac = None;
@@ -259,15 +296,22 @@ mod tests {
     fn meta_data_quotes_values() {
         let seed = Seed {
             user_data: b"#cloud-config\n".to_vec(),
-            meta_data: MetaData { instance_id: "yes".into(), local_hostname: "juju-machine-0".into() },
-            network_config: network_config(&[], &NetworkConfig::bridge("br0").unwrap(), mac()).unwrap(),
+            meta_data: MetaData {
+                instance_id: "yes".into(),
+                local_hostname: "juju-machine-0".into(),
+            },
+            network_config: network_config(&[], &NetworkConfig::bridge("br0").unwrap(), mac())
+                .unwrap(),
         };
         let files = seed.files().unwrap();
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["user-data", "meta-data", "network-config"]);
         let meta = String::from_utf8(files[1].data.clone()).unwrap();
         // A bare yes would read back as a boolean under YAML 1.1.
-        assert!(meta.contains("instance-id: \"yes\"") || meta.contains("instance-id: 'yes'"), "{meta}");
+        assert!(
+            meta.contains("instance-id: \"yes\"") || meta.contains("instance-id: 'yes'"),
+            "{meta}"
+        );
         assert!(meta.contains("local-hostname: juju-machine-0"), "{meta}");
         let image = seed.build_image().unwrap();
         assert_eq!(&image[43..54], b"cidata     ");

@@ -10,8 +10,9 @@ use crate::config::KernelBoot;
 use crate::platform::GuestPlatform;
 use crate::xml::Empty;
 use crate::xml::domain::{
-    Boot, CharLog, CharTarget, Console, Devices, Disk, DiskDriver, DiskSource, DiskTarget, DiskType, Domain, Features,
-    Interface, InterfaceSource, InterfaceType, MacElement, Memory, Model, Mtu, Os, OsType, Serial, Vcpu,
+    Boot, CharLog, CharTarget, Console, Devices, Disk, DiskDriver, DiskSource, DiskTarget,
+    DiskType, Domain, Features, Interface, InterfaceSource, InterfaceType, MacElement, Memory,
+    Model, Mtu, Os, OsType, Serial, Vcpu,
 };
 
 /// Memory of a VM whose constraints give none, in MiB.
@@ -62,10 +63,27 @@ pub fn resources(constraints: &Constraints, agent_arch: &str) -> Result<Resource
         }
         value
     };
-    let mem_mib = check("mem", constraints.mem.unwrap_or(DEFAULT_MEM_MIB), MIN_MEM_MIB, MAX_SIZE_MIB, " MiB");
-    let cpu_cores = check("cpu-cores", constraints.cpu_cores.unwrap_or(DEFAULT_CPU_CORES), MIN_CPU_CORES, MAX_CPU_CORES, "");
-    let root_disk_mib =
-        check("root-disk", constraints.root_disk.unwrap_or(DEFAULT_ROOT_DISK_MIB), MIN_ROOT_DISK_MIB, MAX_SIZE_MIB, " MiB");
+    let mem_mib = check(
+        "mem",
+        constraints.mem.unwrap_or(DEFAULT_MEM_MIB),
+        MIN_MEM_MIB,
+        MAX_SIZE_MIB,
+        " MiB",
+    );
+    let cpu_cores = check(
+        "cpu-cores",
+        constraints.cpu_cores.unwrap_or(DEFAULT_CPU_CORES),
+        MIN_CPU_CORES,
+        MAX_CPU_CORES,
+        "",
+    );
+    let root_disk_mib = check(
+        "root-disk",
+        constraints.root_disk.unwrap_or(DEFAULT_ROOT_DISK_MIB),
+        MIN_ROOT_DISK_MIB,
+        MAX_SIZE_MIB,
+        " MiB",
+    );
     if let Some(arch) = &constraints.arch
         && arch != agent_arch
     {
@@ -76,7 +94,11 @@ pub fn resources(constraints: &Constraints, agent_arch: &str) -> Result<Resource
         ));
     }
     match problems.len() {
-        0 => Ok(Resources { mem_mib, cpu_cores, root_disk_mib }),
+        0 => Ok(Resources {
+            mem_mib,
+            cpu_cores,
+            root_disk_mib,
+        }),
         1 => Err(Error::Invalid(problems.remove(0))),
         _ => Err(Error::InvalidMany(problems)),
     }
@@ -134,22 +156,44 @@ pub struct DomainSpec<'a> {
 /// logged to a file, ACPI and APIC.
 pub fn domain_document(spec: &DomainSpec<'_>) -> Domain {
     let (kernel, initrd, cmdline) = match spec.kernel_boot {
-        Some(boot) => (Some(boot.kernel.clone()), boot.initrd.clone(), boot.cmdline.clone()),
+        Some(boot) => (
+            Some(boot.kernel.clone()),
+            boot.initrd.clone(),
+            boot.cmdline.clone(),
+        ),
         None => (None, None, None),
     };
-    let boot = if kernel.is_none() { vec![Boot { dev: "hd".into() }] } else { Vec::new() };
+    let boot = if kernel.is_none() {
+        vec![Boot { dev: "hd".into() }]
+    } else {
+        Vec::new()
+    };
     let volume_disk = |volume: &str, format: &str, dev: &str, readonly: bool| Disk {
         disk_type: DiskType::Volume,
         device: "disk".into(),
-        driver: Some(DiskDriver { name: "qemu".into(), format: format.into() }),
-        source: DiskSource { pool: Some(spec.pool.into()), volume: Some(volume.into()), file: None },
-        target: DiskTarget { dev: dev.into(), bus: Some("virtio".into()) },
+        driver: Some(DiskDriver {
+            name: "qemu".into(),
+            format: format.into(),
+        }),
+        source: DiskSource {
+            pool: Some(spec.pool.into()),
+            volume: Some(volume.into()),
+            file: None,
+        },
+        target: DiskTarget {
+            dev: dev.into(),
+            bus: Some("virtio".into()),
+        },
         readonly: readonly.then_some(Empty {}),
     };
     let (interface_type, source) = match spec.network.kind() {
-        NetworkKind::Bridge => {
-            (InterfaceType::Bridge, InterfaceSource { bridge: Some(spec.network.device().into()), ..Default::default() })
-        }
+        NetworkKind::Bridge => (
+            InterfaceType::Bridge,
+            InterfaceSource {
+                bridge: Some(spec.network.device().into()),
+                ..Default::default()
+            },
+        ),
         NetworkKind::Physical => (
             InterfaceType::Direct,
             InterfaceSource {
@@ -165,15 +209,24 @@ pub fn domain_document(spec: &DomainSpec<'_>) -> Domain {
         name: spec.name.into(),
         uuid: None,
         memory: Memory::from_mib(spec.resources.mem_mib),
-        vcpu: Vcpu { count: spec.resources.cpu_cores },
+        vcpu: Vcpu {
+            count: spec.resources.cpu_cores,
+        },
         os: Os {
-            os_type: OsType { arch: Some(spec.platform.arch.clone()), machine: None, kind: "hvm".into() },
+            os_type: OsType {
+                arch: Some(spec.platform.arch.clone()),
+                machine: None,
+                kind: "hvm".into(),
+            },
             kernel,
             initrd,
             cmdline,
             boot,
         },
-        features: Features { acpi: Some(Empty {}), apic: Some(Empty {}) },
+        features: Features {
+            acpi: Some(Empty {}),
+            apic: Some(Empty {}),
+        },
         on_poweroff: Some("destroy".into()),
         on_reboot: Some("restart".into()),
         on_crash: Some("destroy".into()),
@@ -184,21 +237,34 @@ pub fn domain_document(spec: &DomainSpec<'_>) -> Domain {
             ],
             interfaces: vec![Interface {
                 interface_type,
-                mac: Some(MacElement { address: spec.mac.to_string() }),
+                mac: Some(MacElement {
+                    address: spec.mac.to_string(),
+                }),
                 source,
                 target: None,
-                model: Some(Model { model_type: "virtio".into() }),
+                model: Some(Model {
+                    model_type: "virtio".into(),
+                }),
                 mtu: spec.network.mtu().map(|size| Mtu { size }),
             }],
             serials: vec![Serial {
                 serial_type: "pty".into(),
                 source: None,
-                log: Some(CharLog { file: spec.console_log.to_string_lossy().into_owned(), append: Some("off".into()) }),
-                target: Some(CharTarget { target_type: None, port: Some(0) }),
+                log: Some(CharLog {
+                    file: spec.console_log.to_string_lossy().into_owned(),
+                    append: Some("off".into()),
+                }),
+                target: Some(CharTarget {
+                    target_type: None,
+                    port: Some(0),
+                }),
             }],
             consoles: vec![Console {
                 console_type: "pty".into(),
-                target: Some(CharTarget { target_type: Some("serial".into()), port: Some(0) }),
+                target: Some(CharTarget {
+                    target_type: Some("serial".into()),
+                    port: Some(0),
+                }),
             }],
         },
     }
@@ -211,23 +277,63 @@ mod tests {
     #[test]
     fn defaults_fill_missing_constraints() {
         let got = resources(&Constraints::default(), "amd64").unwrap();
-        assert_eq!(got, Resources { mem_mib: 512, cpu_cores: 1, root_disk_mib: 8192 });
+        assert_eq!(
+            got,
+            Resources {
+                mem_mib: 512,
+                cpu_cores: 1,
+                root_disk_mib: 8192
+            }
+        );
     }
 
     #[test]
     fn minimums_enforced() {
-        let below = Constraints { mem: Some(511), cpu_cores: Some(0), root_disk: Some(2047), ..Default::default() };
-        let Err(Error::InvalidMany(problems)) = resources(&below, "amd64") else { panic!("expected three problems") };
+        let below = Constraints {
+            mem: Some(511),
+            cpu_cores: Some(0),
+            root_disk: Some(2047),
+            ..Default::default()
+        };
+        let Err(Error::InvalidMany(problems)) = resources(&below, "amd64") else {
+            panic!("expected three problems")
+        };
         let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
-        assert_eq!(fields, ["constraint mem", "constraint cpu-cores", "constraint root-disk"]);
-        assert!(problems[0].rule.contains("between 512 and"), "{}", problems[0]);
-        let at = Constraints { mem: Some(512), cpu_cores: Some(1), root_disk: Some(2048), ..Default::default() };
-        assert_eq!(resources(&at, "amd64").unwrap(), Resources { mem_mib: 512, cpu_cores: 1, root_disk_mib: 2048 });
+        assert_eq!(
+            fields,
+            [
+                "constraint mem",
+                "constraint cpu-cores",
+                "constraint root-disk"
+            ]
+        );
+        assert!(
+            problems[0].rule.contains("between 512 and"),
+            "{}",
+            problems[0]
+        );
+        let at = Constraints {
+            mem: Some(512),
+            cpu_cores: Some(1),
+            root_disk: Some(2048),
+            ..Default::default()
+        };
+        assert_eq!(
+            resources(&at, "amd64").unwrap(),
+            Resources {
+                mem_mib: 512,
+                cpu_cores: 1,
+                root_disk_mib: 2048
+            }
+        );
     }
 
     #[test]
     fn arch_must_match_host() {
-        let arm = Constraints { arch: Some("arm64".into()), ..Default::default() };
+        let arm = Constraints {
+            arch: Some("arm64".into()),
+            ..Default::default()
+        };
         let error = resources(&arm, "amd64").unwrap_err();
         assert!(error.to_string().contains("must be amd64"), "{error}");
     }

@@ -24,13 +24,19 @@ pub(crate) fn has_code(error: &virt::error::Error, code: ErrorNumber) -> bool {
 }
 
 /// Creates a volume in `pool` from `document`.
-pub fn create_volume(pool: &PoolHandle, document: &StorageVolume) -> Result<VolumeHandle, VolumeError> {
+pub fn create_volume(
+    pool: &PoolHandle,
+    document: &StorageVolume,
+) -> Result<VolumeHandle, VolumeError> {
     let xml = to_xml(document)?;
     Ok(virt::storage_vol::StorageVol::create_xml(pool, &xml, 0).map(VolumeHandle::new)?)
 }
 
 /// Looks up volume `name` of `pool`; `Ok(None)` when there is none.
-pub fn lookup_volume(pool: &PoolHandle, name: &str) -> Result<Option<VolumeHandle>, virt::error::Error> {
+pub fn lookup_volume(
+    pool: &PoolHandle,
+    name: &str,
+) -> Result<Option<VolumeHandle>, virt::error::Error> {
     match pool.lookup_storage_vol_by_name(name) {
         Ok(volume) => Ok(Some(VolumeHandle::new(volume))),
         Err(error) if has_code(&error, ErrorNumber::NoStorageVolume) => Ok(None),
@@ -50,7 +56,11 @@ pub fn delete_volume(volume: &VolumeHandle) -> Result<(), virt::error::Error> {
 /// Writes `data` into `volume` from offset 0 through an upload stream.
 /// Under libvirt's test driver, which keeps no volume contents and has no
 /// upload, nothing is sent.
-pub fn upload_bytes(connection: &Connection, volume: &VolumeHandle, data: &[u8]) -> Result<(), virt::error::Error> {
+pub fn upload_bytes(
+    connection: &Connection,
+    volume: &VolumeHandle,
+    data: &[u8],
+) -> Result<(), virt::error::Error> {
     let stream = StreamHandle::create(connection)?;
     match volume.upload(&stream, 0, data.len() as u64, 0) {
         Ok(()) => {}

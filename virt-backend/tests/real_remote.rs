@@ -69,7 +69,9 @@ impl SecondDaemon {
             .args(["-m", "--propagation", "private", "sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.join("libvirtd.stderr")).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("libvirtd.stderr")).unwrap(),
+            ))
             .spawn()
             .expect("cannot run unshare (util-linux)");
         let daemon = Self {
@@ -83,7 +85,11 @@ impl SecondDaemon {
                 return daemon;
             }
             let stderr = std::fs::read_to_string(dir.join("libvirtd.stderr")).unwrap_or_default();
-            assert!(started.elapsed() < Duration::from_secs(30), "the second libvirtd did not answer at {}: {stderr}", daemon.uri);
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the second libvirtd did not answer at {}: {stderr}",
+                daemon.uri
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -97,7 +103,10 @@ impl Drop for SecondDaemon {
             if let Ok(text) = std::fs::read_to_string(pid_file)
                 && let Ok(raw) = text.trim().parse::<i32>()
             {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), nix::sys::signal::Signal::SIGTERM);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(raw),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
             }
         }
         let _ = self.shell.wait();
@@ -108,7 +117,10 @@ impl Drop for SecondDaemon {
 fn remote_daemon_runs_vm() {
     let system = require_real_host();
     remove_leftovers(&system, PREFIX, REAL_POOL);
-    let dir = tempfile::Builder::new().prefix("berth-test-remote-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("berth-test-remote-")
+        .tempdir()
+        .unwrap();
     let boot = boot_files();
     let bridge = TestBridge::create("berthtbr3", 1500);
     let daemon = SecondDaemon::start(dir.path());
@@ -128,24 +140,45 @@ fn remote_daemon_runs_vm() {
         .with("cmdline", "console=ttyS0 panic=-1")
         // Nested KVM is broken on the hosts this runs on.
         .with("virt-type", "qemu");
-    let report = VirtInitialiser::new(config.clone()).unwrap().initialise_with_report().unwrap();
-    assert!(report.pool_defined, "the new daemon starts without the pool: {report:?}");
-    assert!(report.installed_packages.is_empty(), "a remote URI installs nothing locally");
+    let report = VirtInitialiser::new(config.clone())
+        .unwrap()
+        .initialise_with_report()
+        .unwrap();
+    assert!(
+        report.pool_defined,
+        "the new daemon starts without the pool: {report:?}"
+    );
+    assert!(
+        report.installed_packages.is_empty(),
+        "a remote URI installs nothing locally"
+    );
     let manager = VirtManager::new(config).unwrap();
 
     let network = NetworkConfig::bridge(&bridge.name).unwrap();
-    let (instance, hardware) = manager.create_container(&machine("0"), "bookworm", &network).unwrap();
+    let (instance, hardware) = manager
+        .create_container(&machine("0"), "bookworm", &network)
+        .unwrap();
     let name = "berthremote-machine-0";
     assert_eq!(instance.id.as_str(), name);
     assert_eq!(hardware.virt_type.as_deref(), Some("qemu"));
 
-    let log = wait_for_console(&dir.path().join("containers").join(name).join("console.log"), &format!("{MARK} ready"), BOOT_TIMEOUT);
-    assert!(log.contains(&format!("{MARK} instance-id: {name}")), "{log}");
+    let log = wait_for_console(
+        &dir.path().join("containers").join(name).join("console.log"),
+        &format!("{MARK} ready"),
+        BOOT_TIMEOUT,
+    );
+    assert!(
+        log.contains(&format!("{MARK} instance-id: {name}")),
+        "{log}"
+    );
 
     let listed = manager.list_containers().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].status, InstanceStatus::Running);
-    assert!(system.lookup_domain_by_name(name).is_err(), "the system daemon must not see the remote VM");
+    assert!(
+        system.lookup_domain_by_name(name).is_err(),
+        "the system daemon must not see the remote VM"
+    );
 
     manager.destroy_container(&instance.id).unwrap();
     assert!(manager.list_containers().unwrap().is_empty());

@@ -37,8 +37,15 @@ struct RealHost {
 impl RealHost {
     fn prepare(connection: &Connection) -> Self {
         remove_leftovers(connection, PREFIX, REAL_POOL);
-        let dir = tempfile::Builder::new().prefix("berth-test-real-").tempdir().unwrap();
-        Self { dir, boot: boot_files(), image: base_image() }
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test-real-")
+            .tempdir()
+            .unwrap();
+        Self {
+            dir,
+            boot: boot_files(),
+            image: base_image(),
+        }
     }
 
     fn config(&self) -> ManagerConfig {
@@ -61,12 +68,19 @@ impl RealHost {
     }
 
     fn manager(&self, config: ManagerConfig) -> VirtManager {
-        VirtInitialiser::new(config.clone()).unwrap().initialise_with_report().unwrap();
+        VirtInitialiser::new(config.clone())
+            .unwrap()
+            .initialise_with_report()
+            .unwrap();
         VirtManager::new(config).unwrap()
     }
 
     fn console_log(&self, name: &str) -> std::path::PathBuf {
-        self.dir.path().join("containers").join(name).join("console.log")
+        self.dir
+            .path()
+            .join("containers")
+            .join(name)
+            .join("console.log")
     }
 }
 
@@ -79,32 +93,61 @@ fn read_volume(connection: &Connection, name: &str) -> StorageVolume {
 fn own_volumes(connection: &Connection, name: &str) -> Vec<String> {
     let pool = PoolHandle::new(connection.lookup_storage_pool_by_name(REAL_POOL).unwrap());
     pool.refresh(0).unwrap();
-    pool.list_volumes().unwrap().into_iter().filter(|volume| volume.starts_with(name)).collect()
+    pool.list_volumes()
+        .unwrap()
+        .into_iter()
+        .filter(|volume| volume.starts_with(name))
+        .collect()
 }
 
 #[test]
 fn vm_boots_and_reads_its_seed() {
-    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let connection = require_real_host();
     let host = RealHost::prepare(&connection);
     let bridge = TestBridge::create("berthtbr0", 9000);
     let manager = host.manager(host.config());
     assert_eq!(manager.platform().virt_type, "qemu");
 
-    let network = NetworkConfig::bridge(&bridge.name).unwrap().with_mtu(9000).unwrap().with_mac("02:16:3e:aa:bb:01").unwrap();
-    let (instance, hardware) = manager.create_container(&machine("0"), "bookworm", &network).unwrap();
+    let network = NetworkConfig::bridge(&bridge.name)
+        .unwrap()
+        .with_mtu(9000)
+        .unwrap()
+        .with_mac("02:16:3e:aa:bb:01")
+        .unwrap();
+    let (instance, hardware) = manager
+        .create_container(&machine("0"), "bookworm", &network)
+        .unwrap();
     let name = "berthtest-machine-0";
     assert_eq!(instance.id.as_str(), name);
     assert_eq!(instance.status, InstanceStatus::Running);
-    assert_eq!(hardware.to_string(), "arch=amd64 cpu-cores=1 mem=512M root-disk=8192M virt-type=qemu");
+    assert_eq!(
+        hardware.to_string(),
+        "arch=amd64 cpu-cores=1 mem=512M root-disk=8192M virt-type=qemu"
+    );
 
-    let log = wait_for_console(&host.console_log(name), &format!("{MARK} ready"), BOOT_TIMEOUT);
-    assert!(log.contains(&format!("{MARK} instance-id: {name}")), "{log}");
+    let log = wait_for_console(
+        &host.console_log(name),
+        &format!("{MARK} ready"),
+        BOOT_TIMEOUT,
+    );
+    assert!(
+        log.contains(&format!("{MARK} instance-id: {name}")),
+        "{log}"
+    );
     // The guest kernel's vfat driver mounted the seed and listed the long
     // file names; the label sits in the boot sector.
     assert!(log.contains(&format!("{MARK} seed label cidata")), "{log}");
-    assert!(log.contains(&format!("{MARK} files meta-data network-config user-data")), "{log}");
-    assert!(log.contains(&format!("{MARK} nic 02:16:3e:aa:bb:01 mtu 9000")), "{log}");
+    assert!(
+        log.contains(&format!("{MARK} files meta-data network-config user-data")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{MARK} nic 02:16:3e:aa:bb:01 mtu 9000")),
+        "{log}"
+    );
     assert!(!log.contains("failed"), "{log}");
     assert_eq!(bridge.mtu(), 9000);
 
@@ -114,7 +157,11 @@ fn vm_boots_and_reads_its_seed() {
     let expected = berth_virt::spec::domain_document(&berth_virt::spec::DomainSpec {
         name,
         platform: manager.platform(),
-        resources: berth_virt::spec::Resources { mem_mib: 512, cpu_cores: 1, root_disk_mib: 8192 },
+        resources: berth_virt::spec::Resources {
+            mem_mib: 512,
+            cpu_cores: 1,
+            root_disk_mib: 8192,
+        },
         pool: REAL_POOL,
         root_volume: &name_root,
         seed_volume: &name_seed,
@@ -124,12 +171,24 @@ fn vm_boots_and_reads_its_seed() {
         console_log: &host.console_log(name),
     });
     let read = domain_xml(&connection, name);
-    assert_eq!(read.without_libvirt_defaults(), expected.without_libvirt_defaults());
+    assert_eq!(
+        read.without_libvirt_defaults(),
+        expected.without_libvirt_defaults()
+    );
     assert!(read.id.is_some(), "a running domain has an id");
     let root = read_volume(&connection, &name_root);
     assert_eq!(root.capacity.value, 8192 << 20);
     assert_eq!(root.format(), Some("qcow2"));
-    assert_eq!(root.backing_store.as_ref().unwrap().format.as_ref().unwrap().format_type, "raw");
+    assert_eq!(
+        root.backing_store
+            .as_ref()
+            .unwrap()
+            .format
+            .as_ref()
+            .unwrap()
+            .format_type,
+        "raw"
+    );
 
     let listed = manager.list_containers().unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
@@ -140,12 +199,21 @@ fn vm_boots_and_reads_its_seed() {
     assert!(manager.list_containers().unwrap().is_empty());
     assert!(connection.lookup_domain_by_name(name).is_err());
     assert_eq!(own_volumes(&connection, name), Vec::<String>::new());
-    assert!(host.dir.path().join("removed").join(name).join("console.log").exists());
+    assert!(
+        host.dir
+            .path()
+            .join("removed")
+            .join(name)
+            .join("console.log")
+            .exists()
+    );
 }
 
 #[test]
 fn missing_bridge_leaves_nothing_then_works() {
-    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let connection = require_real_host();
     let host = RealHost::prepare(&connection);
     delete_link("berthtbr1");
@@ -153,24 +221,52 @@ fn missing_bridge_leaves_nothing_then_works() {
     let network = NetworkConfig::bridge("berthtbr1").unwrap();
     let name = "berthtest-machine-1";
 
-    let error = manager.create_container(&machine("1"), "bookworm", &network).unwrap_err();
+    let error = manager
+        .create_container(&machine("1"), "bookworm", &network)
+        .unwrap_err();
     let chain = berth_core::error::error_chain(&error);
-    assert!(chain.contains("berthtbr1"), "the error names the bridge: {chain}");
-    assert!(matches!(error, berth_core::Error::Step { step: berth_core::Step::Start, .. }), "{chain}");
-    assert!(connection.lookup_domain_by_name(name).is_err(), "domain left behind");
+    assert!(
+        chain.contains("berthtbr1"),
+        "the error names the bridge: {chain}"
+    );
+    assert!(
+        matches!(
+            error,
+            berth_core::Error::Step {
+                step: berth_core::Step::Start,
+                ..
+            }
+        ),
+        "{chain}"
+    );
+    assert!(
+        connection.lookup_domain_by_name(name).is_err(),
+        "domain left behind"
+    );
     assert_eq!(own_volumes(&connection, name), Vec::<String>::new());
     assert!(!host.dir.path().join("containers").join(name).exists());
 
     let _bridge = TestBridge::create("berthtbr1", 1500);
-    let (instance, _) = manager.create_container(&machine("1"), "bookworm", &network).unwrap();
-    let log = wait_for_console(&host.console_log(name), &format!("{MARK} ready"), BOOT_TIMEOUT);
-    assert!(log.contains(&format!("{MARK} instance-id: {name}")), "{log}");
+    let (instance, _) = manager
+        .create_container(&machine("1"), "bookworm", &network)
+        .unwrap();
+    let log = wait_for_console(
+        &host.console_log(name),
+        &format!("{MARK} ready"),
+        BOOT_TIMEOUT,
+    );
+    assert!(
+        log.contains(&format!("{MARK} instance-id: {name}")),
+        "{log}"
+    );
     manager.destroy_container(&instance.id).unwrap();
 }
 
 #[test]
 fn url_qcow2_image_backs_a_vm() {
-    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let connection = require_real_host();
     let host = RealHost::prepare(&connection);
     let bridge = TestBridge::create("berthtbr2", 1500);
@@ -182,33 +278,55 @@ fn url_qcow2_image_backs_a_vm() {
         .arg("1G")
         .output()
         .expect("qemu-img (package qemu-utils) is needed to make the test image");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let body = std::fs::read(&qcow2).unwrap();
     let server = ImageServer::start(body.clone(), 2);
-    let config = host.config().with("image", server.url.as_str()).with("image-sha256", sha256_hex(&body).as_str());
+    let config = host
+        .config()
+        .with("image", server.url.as_str())
+        .with("image-sha256", sha256_hex(&body).as_str());
     let manager = host.manager(config);
 
     let network = NetworkConfig::bridge(&bridge.name).unwrap();
-    let (instance, _) = manager.create_container(&machine("2"), "bookworm", &network).unwrap();
+    let (instance, _) = manager
+        .create_container(&machine("2"), "bookworm", &network)
+        .unwrap();
     let root = read_volume(&connection, "berthtest-machine-2-root.qcow2");
     let backing = root.backing_store.unwrap();
     assert_eq!(backing.format.unwrap().format_type, "qcow2");
-    let base_name = std::path::Path::new(&backing.path).file_name().unwrap().to_str().unwrap().to_owned();
+    let base_name = std::path::Path::new(&backing.path)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     let base = read_volume(&connection, &base_name);
     assert_eq!(base.format(), Some("qcow2"));
     assert_eq!(base.capacity.value, 1 << 30);
-    let log = wait_for_console(&host.console_log(instance.id.as_str()), &format!("{MARK} ready"), BOOT_TIMEOUT);
+    let log = wait_for_console(
+        &host.console_log(instance.id.as_str()),
+        &format!("{MARK} ready"),
+        BOOT_TIMEOUT,
+    );
     assert!(log.contains("instance-id: berthtest-machine-2"), "{log}");
     manager.destroy_container(&instance.id).unwrap();
 
     // This base volume belongs to this run's image only.
     let pool = PoolHandle::new(connection.lookup_storage_pool_by_name(REAL_POOL).unwrap());
-    VolumeHandle::new(pool.lookup_storage_vol_by_name(&base_name).unwrap()).delete(0).unwrap();
+    VolumeHandle::new(pool.lookup_storage_vol_by_name(&base_name).unwrap())
+        .delete(0)
+        .unwrap();
 }
 
 #[test]
 fn initialiser_is_idempotent_on_real_daemon() {
-    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let connection = require_real_host();
     let host = RealHost::prepare(&connection);
     let initialiser = VirtInitialiser::new(host.config()).unwrap();
@@ -225,7 +343,11 @@ fn initialiser_is_idempotent_on_real_daemon() {
 
     // Left to choose, the backend names kvm or qemu with a reason.
     let auto = VirtManager::new(host.config().with("virt-type", "auto")).unwrap();
-    assert!(["kvm", "qemu"].contains(&auto.platform().virt_type.as_str()), "{:?}", auto.platform());
+    assert!(
+        ["kvm", "qemu"].contains(&auto.platform().virt_type.as_str()),
+        "{:?}",
+        auto.platform()
+    );
     assert!(!auto.platform().reason.is_empty());
     assert_eq!(auto.platform().arch, "x86_64");
 }

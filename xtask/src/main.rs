@@ -68,15 +68,24 @@ fn main() -> ExitCode {
 type Result<T = ()> = std::result::Result<T, String>;
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// Runs `command`, failing with its name and exit status.
 fn run(command: &mut Command) -> Result {
     let shown = format!("{command:?}");
     eprintln!("xtask: running {shown}");
-    let status = command.status().map_err(|error| format!("could not start {shown}: {error}"))?;
-    if status.success() { Ok(()) } else { Err(format!("{shown} failed: {status}")) }
+    let status = command
+        .status()
+        .map_err(|error| format!("could not start {shown}: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed: {status}"))
+    }
 }
 
 fn prepare() -> Result {
@@ -112,8 +121,16 @@ fn is_installed(package: &str) -> bool {
 }
 
 fn install_packages() -> Result {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !is_installed(p)).collect();
-    let missing_backports: Vec<&str> = BACKPORTS_PACKAGES.iter().copied().filter(|p| !is_installed(p)).collect();
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !is_installed(p))
+        .collect();
+    let missing_backports: Vec<&str> = BACKPORTS_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !is_installed(p))
+        .collect();
     if missing.is_empty() && missing_backports.is_empty() {
         eprintln!("xtask: all packages present");
         return Ok(());
@@ -124,14 +141,21 @@ fn install_packages() -> Result {
     run(Command::new("apt-get").args(["update", "-q"]))?;
     let apt = || {
         let mut command = Command::new("apt-get");
-        command.env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y", "-q", "--no-install-recommends"]);
+        command.env("DEBIAN_FRONTEND", "noninteractive").args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+        ]);
         command
     };
     if !missing.is_empty() {
         run(apt().args(&missing))?;
     }
     if !missing_backports.is_empty() {
-        run(apt().args(["-t", "bookworm-backports"]).args(&missing_backports))?;
+        run(apt()
+            .args(["-t", "bookworm-backports"])
+            .args(&missing_backports))?;
     }
     Ok(())
 }
@@ -152,12 +176,16 @@ fn ensure_backports_source() -> Result {
             sources.push_str(&std::fs::read_to_string(file).unwrap_or_default());
         }
     }
-    if sources.lines().any(|line| !line.trim_start().starts_with('#') && line.contains("bookworm-backports")) {
+    if sources
+        .lines()
+        .any(|line| !line.trim_start().starts_with('#') && line.contains("bookworm-backports"))
+    {
         return Ok(());
     }
     let text = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\n\
                 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
-    std::fs::write(BACKPORTS_SOURCE, text).map_err(|error| format!("could not write {BACKPORTS_SOURCE}: {error}"))?;
+    std::fs::write(BACKPORTS_SOURCE, text)
+        .map_err(|error| format!("could not write {BACKPORTS_SOURCE}: {error}"))?;
     eprintln!("xtask: added {BACKPORTS_SOURCE}");
     Ok(())
 }
@@ -174,7 +202,9 @@ fn wait_for_socket(path: &str, daemon: &str) -> Result {
         }
         sleep(Duration::from_millis(100));
     }
-    Err(format!("{daemon} did not open {path} within 30 s; see /var/log/libvirt/"))
+    Err(format!(
+        "{daemon} did not open {path} within 30 s; see /var/log/libvirt/"
+    ))
 }
 
 /// Starts virtlogd and libvirtd unless their sockets already accept connections.
@@ -202,11 +232,20 @@ fn cargo() -> Command {
 }
 
 fn demo(args: &[String]) -> Result {
-    run(cargo().args(["run", "--release", "--bin", "berth", "--", "demo"]).args(args))
+    run(cargo()
+        .args(["run", "--release", "--bin", "berth", "--", "demo"])
+        .args(args))
 }
 
 fn test() -> Result {
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     let required = real_tier_targets()?;
     let results = run_tests()?;
     check_real_tiers(&required, &results)
@@ -234,11 +273,18 @@ fn real_tier_targets() -> Result<Vec<String>> {
         }
     }
     for dir in package_dirs {
-        let Ok(entries) = std::fs::read_dir(dir.join("tests")) else { continue };
+        let Ok(entries) = std::fs::read_dir(dir.join("tests")) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with("real") && name.ends_with(".rs") {
-                let relative = entry.path().strip_prefix(&root).expect("under the root").to_string_lossy().into_owned();
+                let relative = entry
+                    .path()
+                    .strip_prefix(&root)
+                    .expect("under the root")
+                    .to_string_lossy()
+                    .into_owned();
                 targets.push(relative);
             }
         }
@@ -259,7 +305,9 @@ fn run_tests() -> Result<Vec<TargetResult>> {
         .stdout(writer.try_clone().map_err(|error| error.to_string())?)
         .stderr(writer);
     eprintln!("xtask: running {command:?}");
-    let mut child = command.spawn().map_err(|error| format!("could not start cargo test: {error}"))?;
+    let mut child = command
+        .spawn()
+        .map_err(|error| format!("could not start cargo test: {error}"))?;
     drop(command);
 
     let mut results = Vec::new();
@@ -273,10 +321,14 @@ fn run_tests() -> Result<Vec<TargetResult>> {
             current = Some(rest.split(" (").next().unwrap_or(rest).to_owned());
         } else if trimmed.starts_with("Doc-tests ") {
             current = Some(trimmed.to_owned());
-        } else if let Some(summary) = trimmed.strip_prefix("test result: ") {
-            if let Some(target) = current.take() {
-                results.push(TargetResult { target, passed: count(summary, "passed"), failed: count(summary, "failed") });
-            }
+        } else if let Some(summary) = trimmed.strip_prefix("test result: ")
+            && let Some(target) = current.take()
+        {
+            results.push(TargetResult {
+                target,
+                passed: count(summary, "passed"),
+                failed: count(summary, "failed"),
+            });
         }
     }
     let status = child.wait().map_err(|error| error.to_string())?;
@@ -291,7 +343,12 @@ fn run_tests() -> Result<Vec<TargetResult>> {
 fn count(summary: &str, word: &str) -> u64 {
     summary
         .split(';')
-        .filter_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").split_once(' '))
+        .filter_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .split_once(' ')
+        })
         .find(|(_, name)| *name == word)
         .and_then(|(number, _)| number.parse().ok())
         .unwrap_or(0)
@@ -300,7 +357,10 @@ fn count(summary: &str, word: &str) -> u64 {
 /// Returns `tests/<file name>` of a test file, the form cargo prints after
 /// `Running`: cargo prints the path relative to the file's package.
 fn printed_target(path: &str) -> String {
-    let file = Path::new(path).file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = Path::new(path)
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
     format!("tests/{file}")
 }
 
@@ -313,7 +373,10 @@ fn check_real_tiers(required: &[String], results: &[TargetResult]) -> Result {
     let mut printed: Vec<String> = required.iter().map(|path| printed_target(path)).collect();
     printed.sort();
     if let Some(pair) = printed.windows(2).find(|pair| pair[0] == pair[1]) {
-        return Err(format!("two real-tier test files are named {}; give each a unique name", pair[0]));
+        return Err(format!(
+            "two real-tier test files are named {}; give each a unique name",
+            pair[0]
+        ));
     }
     let mut problems = Vec::new();
     for target in required {
@@ -321,7 +384,9 @@ fn check_real_tiers(required: &[String], results: &[TargetResult]) -> Result {
         match results.iter().find(|result| result.target == printed) {
             None => problems.push(format!("{target} did not run")),
             Some(result) if result.passed == 0 => problems.push(format!("{target} ran no test")),
-            Some(result) if result.failed > 0 => problems.push(format!("{target} had {} failures", result.failed)),
+            Some(result) if result.failed > 0 => {
+                problems.push(format!("{target} had {} failures", result.failed))
+            }
             Some(result) => eprintln!("xtask: real tier {target}: {} passed", result.passed),
         }
     }

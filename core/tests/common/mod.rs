@@ -68,22 +68,35 @@ pub fn pyyaml_load(yaml: &[u8]) -> serde_json::Value {
         .spawn()
     {
         Ok(child) => child,
-        Err(error) => panic!("cannot run {PYTHON} ({error}); install python3-yaml (apt-get install python3-yaml)"),
+        Err(error) => panic!(
+            "cannot run {PYTHON} ({error}); install python3-yaml (apt-get install python3-yaml)"
+        ),
     };
-    child.stdin.take().expect("stdin").write_all(yaml).expect("write to python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(yaml)
+        .expect("write to python3");
     let output = child.wait_with_output().expect("wait for python3");
     let stderr = String::from_utf8_lossy(&output.stderr);
     if stderr.contains("No module named 'yaml'") {
         panic!("{PYTHON} has no yaml module; install python3-yaml (apt-get install python3-yaml)");
     }
-    assert!(output.status.success(), "PyYAML rejected the document: {stderr}\n{}", String::from_utf8_lossy(yaml));
+    assert!(
+        output.status.success(),
+        "PyYAML rejected the document: {stderr}\n{}",
+        String::from_utf8_lossy(yaml)
+    );
     serde_json::from_slice(&output.stdout).expect("python3 printed JSON")
 }
 
 /// Returns the `write_files` entry of `document` (user data read by
 /// PyYAML) whose path is `path`.
 pub fn written_file<'a>(document: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
-    let files = document["write_files"].as_array().expect("write_files is a list");
+    let files = document["write_files"]
+        .as_array()
+        .expect("write_files is a list");
     files
         .iter()
         .find(|file| file["path"] == path)
@@ -92,13 +105,19 @@ pub fn written_file<'a>(document: &'a serde_json::Value, path: &str) -> &'a serd
 
 /// Returns the content of the `write_files` entry for `path`.
 pub fn written_content(document: &serde_json::Value, path: &str) -> String {
-    written_file(document, path)["content"].as_str().expect("content is a string").to_owned()
+    written_file(document, path)["content"]
+        .as_str()
+        .expect("content is a string")
+        .to_owned()
 }
 
 /// Renders the user data of `machine` with `hostname` and reads it back
 /// with PyYAML, after checking the `#cloud-config` first line.
 pub fn render_and_load(machine: &MachineConfig, hostname: &str) -> serde_json::Value {
     let data = berth_core::render_user_data_for_host(machine, hostname).expect("render user data");
-    assert!(data.starts_with(b"#cloud-config\n"), "first line is not #cloud-config");
+    assert!(
+        data.starts_with(b"#cloud-config\n"),
+        "first line is not #cloud-config"
+    );
     pyyaml_load(&data)
 }

@@ -21,15 +21,18 @@ pub const LAYOUT_VERSION: u32 = 1;
 
 /// Applets linked in `bin`. Each is present in Debian's busybox-static.
 const BIN_APPLETS: &[&str] = &[
-    "[", "[[", "ash", "awk", "basename", "cat", "chmod", "chown", "cp", "cut", "date", "dd", "df", "dirname", "dmesg",
-    "du", "echo", "env", "false", "find", "free", "grep", "gunzip", "gzip", "head", "hostname", "id", "kill", "ln",
-    "ls", "mkdir", "mknod", "mktemp", "more", "mount", "mv", "nc", "ping", "printf", "ps", "pwd", "readlink", "rm",
-    "rmdir", "sed", "sh", "sleep", "sort", "stat", "sync", "tail", "tar", "tee", "test", "touch", "tr", "true",
-    "umount", "uname", "uniq", "vi", "wc", "wget", "which", "xargs", "yes",
+    "[", "[[", "ash", "awk", "basename", "cat", "chmod", "chown", "cp", "cut", "date", "dd", "df",
+    "dirname", "dmesg", "du", "echo", "env", "false", "find", "free", "grep", "gunzip", "gzip",
+    "head", "hostname", "id", "kill", "ln", "ls", "mkdir", "mknod", "mktemp", "more", "mount",
+    "mv", "nc", "ping", "printf", "ps", "pwd", "readlink", "rm", "rmdir", "sed", "sh", "sleep",
+    "sort", "stat", "sync", "tail", "tar", "tee", "test", "touch", "tr", "true", "umount", "uname",
+    "uniq", "vi", "wc", "wget", "which", "xargs", "yes",
 ];
 
 /// Applets linked in `sbin`.
-const SBIN_APPLETS: &[&str] = &["halt", "ifconfig", "ip", "poweroff", "reboot", "route", "udhcpc"];
+const SBIN_APPLETS: &[&str] = &[
+    "halt", "ifconfig", "ip", "poweroff", "reboot", "route", "udhcpc",
+];
 
 /// The container's init. It runs `/etc/rc.local` when present, then waits.
 /// As PID 1 of the container it ignores every signal it has no handler
@@ -92,9 +95,17 @@ pub fn build_rootfs(busybox: &Path, rootfs: &Path) -> io::Result<()> {
     }
 
     write_file(&rootfs.join("sbin/init"), INIT_SCRIPT, 0o755)?;
-    write_file(&rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n", 0o644)?;
+    write_file(
+        &rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\n",
+        0o644,
+    )?;
     write_file(&rootfs.join("etc/group"), "root:x:0:\n", 0o644)?;
-    write_file(&rootfs.join("etc/hosts"), "127.0.0.1 localhost\n::1 localhost\n", 0o644)?;
+    write_file(
+        &rootfs.join("etc/hosts"),
+        "127.0.0.1 localhost\n::1 localhost\n",
+        0o644,
+    )?;
     write_file(
         &rootfs.join("etc/os-release"),
         "NAME=busybox\nID=busybox\nPRETTY_NAME=\"busybox (berth)\"\n",
@@ -116,7 +127,10 @@ mod tests {
         );
         let dir = tempfile::tempdir().unwrap();
         build_rootfs(busybox, dir.path()).unwrap();
-        assert_eq!(fs::read_link(dir.path().join("bin/sh")).unwrap(), Path::new("busybox"));
+        assert_eq!(
+            fs::read_link(dir.path().join("bin/sh")).unwrap(),
+            Path::new("busybox")
+        );
         assert_eq!(
             fs::read_link(dir.path().join("sbin/ip")).unwrap(),
             Path::new("../bin/busybox")

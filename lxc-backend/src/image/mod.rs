@@ -39,7 +39,11 @@ impl ImageSource {
         }
         if value.starts_with("http://") || value.starts_with("https://") {
             if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(InvalidValue::new(KEY_IMAGE, value, "a URL must not contain whitespace"));
+                return Err(InvalidValue::new(
+                    KEY_IMAGE,
+                    value,
+                    "a URL must not contain whitespace",
+                ));
             }
             return Ok(Self::Simplestreams(value.trim_end_matches('/').to_owned()));
         }
@@ -96,10 +100,14 @@ impl ResolvedImage {
     pub fn unpack(&self, rootfs: &Path, progress: &dyn Progress) -> Result<(), BoxError> {
         let unpack_error = |archive: &Path| {
             let archive = archive.to_owned();
-            move |source| -> BoxError { Box::new(berth_core::Error::io("unpack image", archive, source)) }
+            move |source| -> BoxError {
+                Box::new(berth_core::Error::io("unpack image", archive, source))
+            }
         };
         match &self.content {
-            RootfsContent::Busybox(binary) => busybox::build_rootfs(binary, rootfs).map_err(unpack_error(binary)),
+            RootfsContent::Busybox(binary) => {
+                busybox::build_rootfs(binary, rootfs).map_err(unpack_error(binary))
+            }
             RootfsContent::Tarball(archive) => {
                 tarball::unpack(archive, rootfs, progress).map_err(unpack_error(archive))
             }
@@ -108,7 +116,8 @@ impl ResolvedImage {
                 image,
                 cache_dir,
             } => {
-                let archive = simplestreams::Client::new(base_url).fetch(image, cache_dir, progress)?;
+                let archive =
+                    simplestreams::Client::new(base_url).fetch(image, cache_dir, progress)?;
                 tarball::unpack(&archive, rootfs, progress).map_err(unpack_error(&archive))
             }
         }
@@ -156,7 +165,13 @@ mod tests {
             ImageSource::parse("/srv/rootfs.tar.xz").unwrap(),
             ImageSource::Tarball(PathBuf::from("/srv/rootfs.tar.xz"))
         );
-        for bad in ["ubuntu", "rootfs.tar.xz", "/srv/rootfs.zip", "ftp://x", "http://a b"] {
+        for bad in [
+            "ubuntu",
+            "rootfs.tar.xz",
+            "/srv/rootfs.zip",
+            "ftp://x",
+            "http://a b",
+        ] {
             assert!(ImageSource::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

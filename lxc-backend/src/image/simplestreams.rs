@@ -236,7 +236,12 @@ impl Client {
         self.choose(&catalogue, query, &catalogue_url)
     }
 
-    fn choose(&self, catalogue: &Catalogue, query: &ImageQuery, url: &str) -> Result<RemoteImage, ImageError> {
+    fn choose(
+        &self,
+        catalogue: &Catalogue,
+        query: &ImageQuery,
+        url: &str,
+    ) -> Result<RemoteImage, ImageError> {
         let matches: Vec<(&String, &Product)> = catalogue
             .products
             .iter()
@@ -244,7 +249,10 @@ impl Client {
                 product.release == query.release
                     && product.arch == query.arch
                     && product.variant == query.variant
-                    && query.os.as_ref().is_none_or(|os| product.os.eq_ignore_ascii_case(os))
+                    && query
+                        .os
+                        .as_ref()
+                        .is_none_or(|os| product.os.eq_ignore_ascii_case(os))
             })
             .collect();
         let wanted = format!(
@@ -277,22 +285,27 @@ impl Client {
                 let keys: Vec<&str> = several.iter().map(|(key, _)| key.as_str()).collect();
                 return Err(ImageError::Format {
                     url: url.to_owned(),
-                    message: format!("{wanted} matches several products ({}); set image-os", keys.join(", ")),
+                    message: format!(
+                        "{wanted} matches several products ({}); set image-os",
+                        keys.join(", ")
+                    ),
                 });
             }
         };
         // Version keys are dates (such as 20240101_05:24), so the largest
         // key is the newest build.
         for (version, build) in product.versions.iter().rev() {
-            let item = build
-                .items
-                .values()
-                .find(|item| item.ftype == ROOTFS_FILE_TYPE || item.path.ends_with("/rootfs.tar.xz"));
+            let item = build.items.values().find(|item| {
+                item.ftype == ROOTFS_FILE_TYPE || item.path.ends_with("/rootfs.tar.xz")
+            });
             if let Some(item) = item {
                 if item.sha256.len() != 64 || !item.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(ImageError::Format {
                         url: url.to_owned(),
-                        message: format!("{key} {version}: SHA-256 {:?} is not 64 hex digits", item.sha256),
+                        message: format!(
+                            "{key} {version}: SHA-256 {:?} is not 64 hex digits",
+                            item.sha256
+                        ),
                     });
                 }
                 return Ok(RemoteImage {
@@ -315,7 +328,12 @@ impl Client {
     /// first when it is missing. The download is checked against the
     /// catalogue's SHA-256 and size before it enters the cache, and its
     /// bytes are reported to `progress` as they arrive.
-    pub fn fetch(&self, image: &RemoteImage, cache_dir: &Path, progress: &dyn Progress) -> Result<PathBuf, ImageError> {
+    pub fn fetch(
+        &self,
+        image: &RemoteImage,
+        cache_dir: &Path,
+        progress: &dyn Progress,
+    ) -> Result<PathBuf, ImageError> {
         let target = cache_dir.join(format!("{}.tar.xz", image.sha256));
         if fs::metadata(&target).is_ok_and(|meta| meta.len() == image.size) {
             tracing::debug!(url = image.url.as_str(), path = %target.display(), "image found in cache");
@@ -323,7 +341,11 @@ impl Client {
         }
         let io = |action: &'static str, path: &Path| {
             let path = path.to_owned();
-            move |source: io::Error| ImageError::Io { action, path, source }
+            move |source: io::Error| ImageError::Io {
+                action,
+                path,
+                source,
+            }
         };
         fs::create_dir_all(cache_dir).map_err(io("create image cache", cache_dir))?;
 
@@ -343,7 +365,12 @@ impl Client {
         Ok(target)
     }
 
-    fn download(&self, image: &RemoteImage, temp: &Path, progress: &dyn Progress) -> Result<(), ImageError> {
+    fn download(
+        &self,
+        image: &RemoteImage,
+        temp: &Path,
+        progress: &dyn Progress,
+    ) -> Result<(), ImageError> {
         let http = |source: ureq::Error| ImageError::Http {
             url: image.url.clone(),
             source: Box::new(source),
@@ -441,14 +468,19 @@ mod tests {
             .choose(&catalogue(CATALOGUE), &query(Some("debian")), "u")
             .unwrap();
         assert_eq!(image.version, "20240102_05:24");
-        assert_eq!(image.url, "http://127.0.0.1:1/base/images/d/new/rootfs.tar.xz");
+        assert_eq!(
+            image.url,
+            "http://127.0.0.1:1/base/images/d/new/rootfs.tar.xz"
+        );
         assert_eq!(image.size, 11);
     }
 
     #[test]
     fn ambiguous_release_needs_os() {
         let client = Client::new("http://127.0.0.1:1");
-        let error = client.choose(&catalogue(CATALOGUE), &query(None), "u").unwrap_err();
+        let error = client
+            .choose(&catalogue(CATALOGUE), &query(None), "u")
+            .unwrap_err();
         assert!(error.to_string().contains("set image-os"), "{error}");
     }
 
@@ -458,8 +490,18 @@ mod tests {
         let error = client
             .choose(&catalogue(CATALOGUE), &query(Some("evil")), "u")
             .unwrap_err();
-        assert!(error.to_string().contains("not a plain relative path"), "{error}");
-        for path in ["/etc/passwd", "http://elsewhere/x", "a/../b", "a b", "a?b", ""] {
+        assert!(
+            error.to_string().contains("not a plain relative path"),
+            "{error}"
+        );
+        for path in [
+            "/etc/passwd",
+            "http://elsewhere/x",
+            "a/../b",
+            "a b",
+            "a?b",
+            "",
+        ] {
             assert!(client.url_of(path).is_err(), "{path:?} accepted");
         }
     }
@@ -469,7 +511,9 @@ mod tests {
         let client = Client::new("http://127.0.0.1:1");
         let mut wanted = query(Some("debian"));
         wanted.release = "trixie".into();
-        let error = client.choose(&catalogue(CATALOGUE), &wanted, "u").unwrap_err();
+        let error = client
+            .choose(&catalogue(CATALOGUE), &wanted, "u")
+            .unwrap_err();
         let text = error.to_string();
         assert!(text.contains("release trixie"), "{text}");
         assert!(text.contains("debian:bookworm:amd64:cloud"), "{text}");

@@ -134,9 +134,18 @@ mod tests {
             Compression::from_name(Path::new("/a/rootfs.tar.xz")),
             Some(Compression::Xz)
         );
-        assert_eq!(Compression::from_name(Path::new("r.tgz")), Some(Compression::Gzip));
-        assert_eq!(Compression::from_name(Path::new("r.tar.zst")), Some(Compression::Zstd));
-        assert_eq!(Compression::from_name(Path::new("r.tar")), Some(Compression::None));
+        assert_eq!(
+            Compression::from_name(Path::new("r.tgz")),
+            Some(Compression::Gzip)
+        );
+        assert_eq!(
+            Compression::from_name(Path::new("r.tar.zst")),
+            Some(Compression::Zstd)
+        );
+        assert_eq!(
+            Compression::from_name(Path::new("r.tar")),
+            Some(Compression::None)
+        );
         assert_eq!(Compression::from_name(Path::new("r.zip")), None);
     }
 
@@ -149,7 +158,9 @@ mod tests {
         header.set_gid(0);
         header.set_mtime(0);
         header.set_cksum();
-        builder.append_data(&mut header, "etc/motd", &b"hello"[..]).unwrap();
+        builder
+            .append_data(&mut header, "etc/motd", &b"hello"[..])
+            .unwrap();
         builder.into_inner().unwrap()
     }
 
@@ -157,7 +168,9 @@ mod tests {
     fn each_compression_unpacks() {
         let plain = sample_tar();
         let mut xz = Vec::new();
-        xz2::read::XzEncoder::new(&plain[..], 6).read_to_end(&mut xz).unwrap();
+        xz2::read::XzEncoder::new(&plain[..], 6)
+            .read_to_end(&mut xz)
+            .unwrap();
         let mut gzip = Vec::new();
         flate2::read::GzEncoder::new(&plain[..], flate2::Compression::fast())
             .read_to_end(&mut gzip)
@@ -175,7 +188,11 @@ mod tests {
             let rootfs = dir.path().join("rootfs");
             std::fs::create_dir(&rootfs).unwrap();
             unpack(&archive, &rootfs, &NoProgress).unwrap();
-            assert_eq!(std::fs::read(rootfs.join("etc/motd")).unwrap(), b"hello", "{name}");
+            assert_eq!(
+                std::fs::read(rootfs.join("etc/motd")).unwrap(),
+                b"hello",
+                "{name}"
+            );
         }
     }
 }

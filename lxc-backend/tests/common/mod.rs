@@ -44,7 +44,9 @@ pub fn require_root() {
 /// Installs a log subscriber once, so that failures show berth's logs.
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_test_writer()
         .try_init();
 }
@@ -72,7 +74,10 @@ impl TestEnv {
     pub fn without_bridge(tag: &str) -> Self {
         require_root();
         init_logs();
-        assert!(tag.len() <= 10, "test tag {tag:?} is too long for an interface name");
+        assert!(
+            tag.len() <= 10,
+            "test tag {tag:?} is too long for an interface name"
+        );
         let base = std::env::temp_dir().join(format!("berth-lxc-test-{tag}"));
         let env = Self {
             tag: tag.to_owned(),
@@ -124,7 +129,10 @@ impl TestEnv {
                 names.into_iter().partition(|name| name.starts_with('_'));
             for name in clones.into_iter().chain(templates) {
                 if let Ok(container) = Container::new(&name, &lxc_path) {
-                    if container.state().is_ok_and(|state| state != ContainerState::Stopped) {
+                    if container
+                        .state()
+                        .is_ok_and(|state| state != ContainerState::Stopped)
+                    {
                         let _ = container.stop();
                     }
                     let _ = container.destroy();
@@ -278,7 +286,10 @@ impl Progress for Recorder {
         match event {
             ProgressEvent::StepFinished { step, .. } => self.steps.lock().unwrap().push(*step),
             ProgressEvent::Bytes { what, done, total } => {
-                self.bytes.lock().unwrap().push(((*what).to_owned(), *done, *total))
+                self.bytes
+                    .lock()
+                    .unwrap()
+                    .push(((*what).to_owned(), *done, *total))
             }
             ProgressEvent::StepStarted { .. } => {}
         }

@@ -65,7 +65,10 @@ pub struct Memory {
 impl Memory {
     /// Creates an amount of `mib` MiB, written in KiB.
     pub fn from_mib(mib: u64) -> Self {
-        Self { unit: "KiB".into(), value: mib * 1024 }
+        Self {
+            unit: "KiB".into(),
+            value: mib * 1024,
+        }
     }
 
     /// Returns the amount in bytes, or `None` for a unit berth does not

@@ -65,15 +65,27 @@ pub fn check_xml_text(value: &str) -> Result<(), XmlError> {
     let Some((index, character)) = value.char_indices().find(|(_, c)| !is_xml_char(*c)) else {
         return Ok(());
     };
-    let before: String = value[..index].chars().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+    let before: String = value[..index]
+        .chars()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     let after: String = value[index..].chars().take(41).collect();
-    Err(XmlError::Unrepresentable { context: before + &after, character })
+    Err(XmlError::Unrepresentable {
+        context: before + &after,
+        character,
+    })
 }
 
 /// Serialises `document` to XML, rejecting characters XML cannot carry.
 pub fn to_xml<D: Document>(document: &D) -> Result<String, XmlError> {
-    let text = quick_xml::se::to_string(document)
-        .map_err(|source| XmlError::Serialise { document: D::ROOT, source })?;
+    let text = quick_xml::se::to_string(document).map_err(|source| XmlError::Serialise {
+        document: D::ROOT,
+        source,
+    })?;
     // Escaping leaves every character as it is, so a forbidden one in any
     // value shows up in the output.
     check_xml_text(&text)?;
@@ -82,7 +94,10 @@ pub fn to_xml<D: Document>(document: &D) -> Result<String, XmlError> {
 
 /// Parses `text` (as libvirt's XMLDesc calls return it) into a document.
 pub fn from_xml<D: Document>(text: &str) -> Result<D, XmlError> {
-    quick_xml::de::from_str(text).map_err(|source| XmlError::Parse { document: D::ROOT, source })
+    quick_xml::de::from_str(text).map_err(|source| XmlError::Parse {
+        document: D::ROOT,
+        source,
+    })
 }
 
 /// An element with no attributes and no content, such as `<acpi/>`.
@@ -106,13 +121,20 @@ mod tests {
             memory: Memory::from_mib(512),
             vcpu: Vcpu { count: 2 },
             os: Os {
-                os_type: OsType { arch: Some("x86_64".into()), machine: None, kind: "hvm".into() },
+                os_type: OsType {
+                    arch: Some("x86_64".into()),
+                    machine: None,
+                    kind: "hvm".into(),
+                },
                 kernel: Some(format!("/boot/{text}")),
                 initrd: None,
                 cmdline: Some(format!("console=ttyS0 x={text}")),
                 boot: Vec::new(),
             },
-            features: Features { acpi: Some(Empty {}), apic: None },
+            features: Features {
+                acpi: Some(Empty {}),
+                apic: None,
+            },
             on_poweroff: Some("destroy".into()),
             on_reboot: None,
             on_crash: None,
@@ -120,24 +142,47 @@ mod tests {
                 disks: vec![Disk {
                     disk_type: DiskType::Volume,
                     device: "disk".into(),
-                    driver: Some(DiskDriver { name: "qemu".into(), format: "qcow2".into() }),
-                    source: DiskSource { pool: Some(format!("pool{text}")), volume: Some(format!("vol{text}")), file: None },
-                    target: DiskTarget { dev: "vda".into(), bus: Some("virtio".into()) },
+                    driver: Some(DiskDriver {
+                        name: "qemu".into(),
+                        format: "qcow2".into(),
+                    }),
+                    source: DiskSource {
+                        pool: Some(format!("pool{text}")),
+                        volume: Some(format!("vol{text}")),
+                        file: None,
+                    },
+                    target: DiskTarget {
+                        dev: "vda".into(),
+                        bus: Some("virtio".into()),
+                    },
                     readonly: Some(Empty {}),
                 }],
                 interfaces: vec![Interface {
                     interface_type: InterfaceType::Bridge,
-                    mac: Some(MacElement { address: "02:00:00:00:00:01".into() }),
-                    source: InterfaceSource { bridge: Some(format!("br{text}")), ..Default::default() },
+                    mac: Some(MacElement {
+                        address: "02:00:00:00:00:01".into(),
+                    }),
+                    source: InterfaceSource {
+                        bridge: Some(format!("br{text}")),
+                        ..Default::default()
+                    },
                     target: None,
-                    model: Some(Model { model_type: "virtio".into() }),
+                    model: Some(Model {
+                        model_type: "virtio".into(),
+                    }),
                     mtu: Some(Mtu { size: 9000 }),
                 }],
                 serials: vec![Serial {
                     serial_type: "pty".into(),
                     source: None,
-                    log: Some(CharLog { file: format!("/logs/{text}"), append: Some("off".into()) }),
-                    target: Some(CharTarget { target_type: None, port: Some(0) }),
+                    log: Some(CharLog {
+                        file: format!("/logs/{text}"),
+                        append: Some("off".into()),
+                    }),
+                    target: Some(CharTarget {
+                        target_type: None,
+                        port: Some(0),
+                    }),
                 }],
                 consoles: Vec::new(),
             },
@@ -157,7 +202,10 @@ mod tests {
         let domain = sample_domain(HOSTILE);
         let text = to_xml(&domain).unwrap();
         assert!(!text.contains("<b>"), "{text}");
-        assert!(!text.contains("]]>"), "]]> may not appear raw in XML character data: {text}");
+        assert!(
+            !text.contains("]]>"),
+            "]]> may not appear raw in XML character data: {text}"
+        );
         assert_eq!(from_xml::<Domain>(&text).unwrap(), domain);
 
         let volume = StorageVolume {
@@ -167,19 +215,35 @@ mod tests {
             capacity: Capacity::bytes(1),
             allocation: None,
             target: None,
-            backing_store: Some(BackingStore { path: HOSTILE.into(), format: None }),
+            backing_store: Some(BackingStore {
+                path: HOSTILE.into(),
+                format: None,
+            }),
         };
         let text = to_xml(&volume).unwrap();
         assert_eq!(from_xml::<StorageVolume>(&text).unwrap(), volume);
-        let pool = StoragePool { pool_type: "dir".into(), name: HOSTILE.into(), uuid: None, target: PoolTarget { path: HOSTILE.into() } };
-        assert_eq!(from_xml::<StoragePool>(&to_xml(&pool).unwrap()).unwrap(), pool);
+        let pool = StoragePool {
+            pool_type: "dir".into(),
+            name: HOSTILE.into(),
+            uuid: None,
+            target: PoolTarget {
+                path: HOSTILE.into(),
+            },
+        };
+        assert_eq!(
+            from_xml::<StoragePool>(&to_xml(&pool).unwrap()).unwrap(),
+            pool
+        );
     }
 
     #[test]
     fn control_characters_rejected() {
         for bad in ["\u{1}", "\u{0}", "\u{1b}[31m", "\u{fffe}"] {
             let error = to_xml(&sample_domain(bad)).unwrap_err();
-            assert!(matches!(error, XmlError::Unrepresentable { .. }), "{bad:?}: {error}");
+            assert!(
+                matches!(error, XmlError::Unrepresentable { .. }),
+                "{bad:?}: {error}"
+            );
         }
         to_xml(&sample_domain("tab\there, newline\nthere, ünïcödé")).unwrap();
     }
@@ -204,10 +268,22 @@ mod tests {
         </domain>"#;
         let domain: Domain = from_xml(text).unwrap();
         assert_eq!(domain.id, Some(3));
-        assert_eq!(domain.volumes(), vec![("p".to_string(), "a".to_string()), ("p".to_string(), "b".to_string())]);
-        assert_eq!(domain.devices.interfaces[0].target.as_ref().unwrap().dev, "vnet0");
+        assert_eq!(
+            domain.volumes(),
+            vec![
+                ("p".to_string(), "a".to_string()),
+                ("p".to_string(), "b".to_string())
+            ]
+        );
+        assert_eq!(
+            domain.devices.interfaces[0].target.as_ref().unwrap().dev,
+            "vnet0"
+        );
         assert!(domain.devices.disks[1].readonly.is_some());
-        assert_eq!(domain.devices.serials[0].source.as_ref().unwrap().path, "/dev/pts/3");
+        assert_eq!(
+            domain.devices.serials[0].source.as_ref().unwrap().path,
+            "/dev/pts/3"
+        );
         let normalised = domain.without_libvirt_defaults();
         assert_eq!(normalised.uuid, None);
         assert!(normalised.os.boot.is_empty());
@@ -216,10 +292,31 @@ mod tests {
 
     #[test]
     fn memory_units_converted() {
-        let cases = [("KiB", 1024), ("MiB", 1 << 20), ("GiB", 1 << 30), ("KB", 1000), ("bytes", 1)];
+        let cases = [
+            ("KiB", 1024),
+            ("MiB", 1 << 20),
+            ("GiB", 1 << 30),
+            ("KB", 1000),
+            ("bytes", 1),
+        ];
         for (unit, factor) in cases {
-            assert_eq!(Memory { unit: unit.into(), value: 3 }.bytes(), Some(3 * factor), "{unit}");
+            assert_eq!(
+                Memory {
+                    unit: unit.into(),
+                    value: 3
+                }
+                .bytes(),
+                Some(3 * factor),
+                "{unit}"
+            );
         }
-        assert_eq!(Memory { unit: "parsecs".into(), value: 1 }.bytes(), None);
+        assert_eq!(
+            Memory {
+                unit: "parsecs".into(),
+                value: 1
+            }
+            .bytes(),
+            None
+        );
     }
 }

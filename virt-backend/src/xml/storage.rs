@@ -35,7 +35,10 @@ pub struct PoolTarget {
 impl StoragePool {
     /// Returns a copy without the UUID, which libvirt generates.
     pub fn without_libvirt_defaults(&self) -> Self {
-        Self { uuid: None, ..self.clone() }
+        Self {
+            uuid: None,
+            ..self.clone()
+        }
     }
 }
 
@@ -62,7 +65,11 @@ pub struct StorageVolume {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<VolumeTarget>,
     /// The image a copy-on-write volume reads unchanged blocks from.
-    #[serde(rename = "backingStore", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "backingStore",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backing_store: Option<BackingStore>,
 }
 
@@ -108,7 +115,10 @@ fn bytes_unit() -> String {
 impl Capacity {
     /// Creates a size of `bytes` bytes.
     pub fn bytes(bytes: u64) -> Self {
-        Self { unit: bytes_unit(), value: bytes }
+        Self {
+            unit: bytes_unit(),
+            value: bytes,
+        }
     }
 }
 
@@ -134,7 +144,9 @@ pub struct Format {
 impl Format {
     /// Creates a format element for `name`.
     pub fn new(name: &str) -> Self {
-        Self { format_type: name.to_owned() }
+        Self {
+            format_type: name.to_owned(),
+        }
     }
 }
 

@@ -27,7 +27,9 @@ pub const CA_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2Vy
 /// Sends logs to the test output once per process.
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_test_writer()
         .try_init();
 }
@@ -100,7 +102,10 @@ pub struct TestDriver {
 impl TestDriver {
     pub fn new() -> Self {
         init_logging();
-        let dir = tempfile::Builder::new().prefix("berth-test-virt-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test-virt-")
+            .tempdir()
+            .unwrap();
         let node = dir.path().join("node.xml");
         std::fs::write(&node, "<node/>\n").unwrap();
         let uri = format!("test://{}", node.display());
@@ -129,7 +134,10 @@ impl TestDriver {
     /// Opens a connection and prepares the pool on it.
     pub fn connection(&self, config: &ManagerConfig) -> Connection {
         let connection = Connection::open(&self.uri).unwrap();
-        berth_virt::VirtInitialiser::new(config.clone()).unwrap().initialise_with(&connection).unwrap();
+        berth_virt::VirtInitialiser::new(config.clone())
+            .unwrap()
+            .initialise_with(&connection)
+            .unwrap();
         connection
     }
 
@@ -168,7 +176,8 @@ pub fn domain_names(connection: &Connection) -> Vec<String> {
 
 /// Reads and parses the XML of domain `name`.
 pub fn domain_xml(connection: &Connection, name: &str) -> Domain {
-    let domain = berth_virt::handle::DomainHandle::new(connection.lookup_domain_by_name(name).unwrap());
+    let domain =
+        berth_virt::handle::DomainHandle::new(connection.lookup_domain_by_name(name).unwrap());
     from_xml(&domain.xml_desc(0).unwrap()).unwrap()
 }
 

@@ -19,7 +19,15 @@ pub const REAL_POOL: &str = "berth-test";
 pub const MARK: &str = "berth-test:";
 
 /// Modules the guest loads, with their dependencies resolved at build time.
-const WANTED_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "vfat", "nls_cp437", "nls_utf8", "nls_ascii"];
+const WANTED_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "vfat",
+    "nls_cp437",
+    "nls_utf8",
+    "nls_ascii",
+];
 
 /// Fails the test, with what to start, unless it runs as root and
 /// libvirtd accepts connections at `qemu:///system`. Real-tier tests never
@@ -46,7 +54,9 @@ pub struct BootFiles {
 }
 
 fn run(command: &mut Command) -> String {
-    let output = command.output().unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"));
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"));
     assert!(
         output.status.success(),
         "{command:?} failed: {}{}",
@@ -59,18 +69,26 @@ fn run(command: &mut Command) -> String {
 /// Returns the newest `linux-image-6.1.0-N-cloud-amd64` package in apt's
 /// package lists.
 fn cloud_kernel_package() -> String {
-    let listing = run(Command::new("apt-cache").args(["search", "--names-only", "^linux-image-6.1.0-[0-9]+-cloud-amd64$"]));
+    let listing = run(Command::new("apt-cache").args([
+        "search",
+        "--names-only",
+        "^linux-image-6.1.0-[0-9]+-cloud-amd64$",
+    ]));
     let newest = listing
         .lines()
         .filter_map(|line| line.split_whitespace().next())
         .filter_map(|name| {
-            let number = name.strip_prefix("linux-image-6.1.0-")?.strip_suffix("-cloud-amd64")?;
+            let number = name
+                .strip_prefix("linux-image-6.1.0-")?
+                .strip_suffix("-cloud-amd64")?;
             Some((number.parse::<u32>().ok()?, name.to_owned()))
         })
         .max();
     match newest {
         Some((_, name)) => name,
-        None => panic!("apt-cache knows no linux-image-6.1.0-*-cloud-amd64 package; run apt-get update"),
+        None => {
+            panic!("apt-cache knows no linux-image-6.1.0-*-cloud-amd64 package; run apt-get update")
+        }
     }
 }
 
@@ -88,8 +106,16 @@ pub fn boot_files() -> BootFiles {
         let _ = fs::remove_dir_all(&download);
         let _ = fs::remove_dir_all(&unpacked);
         fs::create_dir_all(&download).unwrap();
-        run(Command::new("apt-get").arg("download").arg(&package).current_dir(&download));
-        let deb = fs::read_dir(&download).unwrap().next().expect("apt-get download wrote a file").unwrap().path();
+        run(Command::new("apt-get")
+            .arg("download")
+            .arg(&package)
+            .current_dir(&download));
+        let deb = fs::read_dir(&download)
+            .unwrap()
+            .next()
+            .expect("apt-get download wrote a file")
+            .unwrap()
+            .path();
         run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked));
         fs::write(unpacked.join("done"), package).unwrap();
         fs::remove_dir_all(&download).unwrap();
@@ -98,9 +124,19 @@ pub fn boot_files() -> BootFiles {
     let kernel = fs::read_dir(&boot)
         .unwrap()
         .map(|entry| entry.unwrap().path())
-        .find(|path| path.file_name().unwrap().to_string_lossy().starts_with("vmlinuz-"))
+        .find(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("vmlinuz-")
+        })
         .expect("the package holds a vmlinuz");
-    let version = kernel.file_name().unwrap().to_string_lossy().trim_start_matches("vmlinuz-").to_owned();
+    let version = kernel
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("vmlinuz-")
+        .to_owned();
     let modules = unpacked.join("lib/modules").join(&version);
 
     let initrd = Path::new(CACHE_DIR).join("berth-test-initrd.cpio");
@@ -117,7 +153,12 @@ fn index_modules(dir: &Path, index: &mut std::collections::BTreeMap<String, Path
         let path = entry.unwrap().path();
         if path.is_dir() {
             index_modules(&path, index);
-        } else if let Some(name) = path.file_name().unwrap().to_str().and_then(|n| n.strip_suffix(".ko")) {
+        } else if let Some(name) = path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .and_then(|n| n.strip_suffix(".ko"))
+        {
             index.insert(name.replace('-', "_"), path);
         }
     }
@@ -126,19 +167,31 @@ fn index_modules(dir: &Path, index: &mut std::collections::BTreeMap<String, Path
 /// Reads the `depends=` entry of a module's `.modinfo` section.
 fn module_depends(data: &[u8]) -> Vec<String> {
     let needle = b"\0depends=";
-    let Some(start) = data.windows(needle.len()).position(|w| w == needle) else { return Vec::new() };
+    let Some(start) = data.windows(needle.len()).position(|w| w == needle) else {
+        return Vec::new();
+    };
     let rest = &data[start + needle.len()..];
     let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-    String::from_utf8_lossy(&rest[..end]).split(',').filter(|s| !s.is_empty()).map(|s| s.replace('-', "_")).collect()
+    String::from_utf8_lossy(&rest[..end])
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.replace('-', "_"))
+        .collect()
 }
 
 /// Returns the wanted modules and their dependencies, dependencies first.
 fn module_load_order(index: &std::collections::BTreeMap<String, PathBuf>) -> Vec<String> {
-    fn visit(name: &str, index: &std::collections::BTreeMap<String, PathBuf>, order: &mut Vec<String>) {
+    fn visit(
+        name: &str,
+        index: &std::collections::BTreeMap<String, PathBuf>,
+        order: &mut Vec<String>,
+    ) {
         if order.iter().any(|n| n == name) {
             return;
         }
-        let path = index.get(name).unwrap_or_else(|| panic!("module {name} is not in the kernel package"));
+        let path = index
+            .get(name)
+            .unwrap_or_else(|| panic!("module {name} is not in the kernel package"));
         for dependency in module_depends(&fs::read(path).unwrap()) {
             visit(&dependency, index, order);
         }
@@ -159,7 +212,9 @@ fn init_script(order: &[String]) -> String {
          mount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\n",
     );
     for name in order {
-        script.push_str(&format!("insmod /lib/modules/{name}.ko || echo \"{MARK} insmod {name} failed\"\n"));
+        script.push_str(&format!(
+            "insmod /lib/modules/{name}.ko || echo \"{MARK} insmod {name} failed\"\n"
+        ));
     }
     script.push_str(&format!(
         "i=0; while [ ! -b /dev/vdb ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n\
@@ -187,11 +242,16 @@ fn build_initramfs(modules_dir: &Path) -> Vec<u8> {
     for dir in ["bin", "dev", "proc", "sys", "mnt", "lib", "lib/modules"] {
         archive.directory(dir);
     }
-    let busybox = fs::read("/bin/busybox").expect("/bin/busybox (package busybox-static) is needed");
+    let busybox =
+        fs::read("/bin/busybox").expect("/bin/busybox (package busybox-static) is needed");
     archive.file("bin/busybox", 0o755, &busybox);
     archive.file("init", 0o755, init_script(&order).as_bytes());
     for name in &order {
-        archive.file(&format!("lib/modules/{name}.ko"), 0o644, &fs::read(&index[name]).unwrap());
+        archive.file(
+            &format!("lib/modules/{name}.ko"),
+            0o644,
+            &fs::read(&index[name]).unwrap(),
+        );
     }
     archive.finish()
 }
@@ -205,7 +265,21 @@ struct Cpio {
 impl Cpio {
     fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
         self.inode += 1;
-        let fields = [self.inode, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+        let fields = [
+            self.inode,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
         self.bytes.extend_from_slice(b"070701");
         for field in fields {
             write!(self.bytes, "{field:08x}").unwrap();
@@ -247,11 +321,17 @@ impl TestBridge {
         delete_link(name);
         run(Command::new("ip").args(["link", "add", name, "type", "bridge"]));
         run(Command::new("ip").args(["link", "set", name, "mtu", &mtu.to_string(), "up"]));
-        Self { name: name.to_owned() }
+        Self {
+            name: name.to_owned(),
+        }
     }
 
     pub fn mtu(&self) -> u32 {
-        fs::read_to_string(format!("/sys/class/net/{}/mtu", self.name)).unwrap().trim().parse().unwrap()
+        fs::read_to_string(format!("/sys/class/net/{}/mtu", self.name))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     }
 }
 
@@ -271,14 +351,22 @@ pub fn delete_link(name: &str) {
 /// Removes domains and volumes whose names start with `prefix`, left by a
 /// crashed earlier run, through `connection`.
 pub fn remove_leftovers(connection: &Connection, prefix: &str, pool: &str) {
-    for domain in connection.list_all_domains(0).unwrap().into_iter().map(DomainHandle::new) {
+    for domain in connection
+        .list_all_domains(0)
+        .unwrap()
+        .into_iter()
+        .map(DomainHandle::new)
+    {
         if domain.name().unwrap().starts_with(prefix) {
             let _ = domain.destroy();
             let _ = domain.undefine_flags(virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM);
             let _ = domain.undefine();
         }
     }
-    if let Ok(pool) = connection.lookup_storage_pool_by_name(pool).map(PoolHandle::new) {
+    if let Ok(pool) = connection
+        .lookup_storage_pool_by_name(pool)
+        .map(PoolHandle::new)
+    {
         let _ = pool.refresh(0);
         for name in pool.list_volumes().unwrap_or_default() {
             if name.starts_with(prefix)
@@ -299,7 +387,11 @@ pub fn wait_for_console(log: &Path, needle: &str, timeout: Duration) -> String {
         if text.contains(needle) {
             return text;
         }
-        assert!(started.elapsed() < timeout, "{needle:?} did not appear in {} within {timeout:?}:\n{text}", log.display());
+        assert!(
+            started.elapsed() < timeout,
+            "{needle:?} did not appear in {} within {timeout:?}:\n{text}",
+            log.display()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

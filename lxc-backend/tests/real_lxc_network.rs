@@ -28,13 +28,22 @@ fn container_mtu(env: &TestEnv, name: &str) -> u32 {
 fn jumbo_bridge_and_jumbo_nic() {
     let env = TestEnv::new("mtu9k", Some(9000));
     let manager = LxcManager::new(env.config("juju")).unwrap();
-    let network = NetworkConfig::bridge(&env.bridge).unwrap().with_mtu(9000).unwrap();
-    manager.create_container(&machine("0"), "", &network).unwrap();
+    let network = NetworkConfig::bridge(&env.bridge)
+        .unwrap()
+        .with_mtu(9000)
+        .unwrap();
+    manager
+        .create_container(&machine("0"), "", &network)
+        .unwrap();
 
     let ports = bridge_ports(&env.bridge);
     assert_eq!(ports.len(), 1, "bridge ports {ports:?}");
     assert_eq!(host_mtu(&ports[0]), 9000, "host end of the veth");
-    assert_eq!(container_mtu(&env, "juju-machine-0"), 9000, "container end of the veth");
+    assert_eq!(
+        container_mtu(&env, "juju-machine-0"),
+        9000,
+        "container end of the veth"
+    );
     assert_eq!(host_mtu(&env.bridge), 9000, "bridge");
     manager
         .destroy_container(&InstanceId::new("juju-machine-0").unwrap())
@@ -45,10 +54,19 @@ fn jumbo_bridge_and_jumbo_nic() {
 fn jumbo_bridge_keeps_mtu_with_small_nic() {
     let env = TestEnv::new("mtu15", Some(9000));
     let manager = LxcManager::new(env.config("juju")).unwrap();
-    let network = NetworkConfig::bridge(&env.bridge).unwrap().with_mtu(1500).unwrap();
-    manager.create_container(&machine("0"), "", &network).unwrap();
+    let network = NetworkConfig::bridge(&env.bridge)
+        .unwrap()
+        .with_mtu(1500)
+        .unwrap();
+    manager
+        .create_container(&machine("0"), "", &network)
+        .unwrap();
 
-    assert_eq!(container_mtu(&env, "juju-machine-0"), 1500, "container end of the veth");
+    assert_eq!(
+        container_mtu(&env, "juju-machine-0"),
+        1500,
+        "container end of the veth"
+    );
     let ports = bridge_ports(&env.bridge);
     assert_eq!(ports.len(), 1, "bridge ports {ports:?}");
     assert_eq!(host_mtu(&ports[0]), 1500, "host end of the veth");
@@ -70,7 +88,9 @@ fn nic_mac_address_applied() {
         .unwrap()
         .with_mac("00:16:3E:AA:bb:01")
         .unwrap();
-    manager.create_container(&machine("0"), "", &network).unwrap();
+    manager
+        .create_container(&machine("0"), "", &network)
+        .unwrap();
     let mac = attach(
         &env.lxc_path(),
         "juju-machine-0",
@@ -88,7 +108,9 @@ fn missing_bridge_rejected_then_works() {
     let manager = LxcManager::new(env.config("juju")).unwrap();
     let network = NetworkConfig::bridge(&env.bridge).unwrap();
 
-    let error = manager.create_container(&machine("0"), "", &network).unwrap_err();
+    let error = manager
+        .create_container(&machine("0"), "", &network)
+        .unwrap_err();
     assert!(error.is_invalid_input(), "{error:?}");
     let Error::Invalid(problem) = &error else {
         panic!("expected one invalid value, got {error:?}")
@@ -105,8 +127,13 @@ fn missing_bridge_rejected_then_works() {
     assert!(!env.dirs().containers_root().join("juju-machine-0").exists());
 
     bridge::ensure_bridge(&env.bridge, None).unwrap();
-    manager.create_container(&machine("0"), "", &network).unwrap();
-    assert_eq!(state(&env.lxc_path(), "juju-machine-0"), ContainerState::Running);
+    manager
+        .create_container(&machine("0"), "", &network)
+        .unwrap();
+    assert_eq!(
+        state(&env.lxc_path(), "juju-machine-0"),
+        ContainerState::Running
+    );
     manager
         .destroy_container(&InstanceId::new("juju-machine-0").unwrap())
         .unwrap();
@@ -118,19 +145,30 @@ fn physical_nic_moved_in_and_back() {
     let (host_end, peer) = (format!("{}a", env.bridge), format!("{}b", env.bridge));
     bridge::create_veth_pair(&host_end, &peer).unwrap();
     let manager = LxcManager::new(env.config("juju")).unwrap();
-    let network = NetworkConfig::physical(&host_end).unwrap().with_mtu(1400).unwrap();
+    let network = NetworkConfig::physical(&host_end)
+        .unwrap()
+        .with_mtu(1400)
+        .unwrap();
 
-    manager.create_container(&machine("0"), "", &network).unwrap();
+    manager
+        .create_container(&machine("0"), "", &network)
+        .unwrap();
     let name = "juju-machine-0";
     assert!(
         bridge::link(&host_end).unwrap().is_none(),
         "{host_end} is still in the host's namespace"
     );
     assert_eq!(container_mtu(&env, name), 1400);
-    let operstate = attach(&env.lxc_path(), name, &["cat", "/sys/class/net/eth0/operstate"]);
+    let operstate = attach(
+        &env.lxc_path(),
+        name,
+        &["cat", "/sys/class/net/eth0/operstate"],
+    );
     assert_ne!(operstate.trim(), "", "eth0 has no state");
 
-    manager.destroy_container(&InstanceId::new(name).unwrap()).unwrap();
+    manager
+        .destroy_container(&InstanceId::new(name).unwrap())
+        .unwrap();
     // liblxc hands the device back when the container stops; the kernel
     // may take a moment to finish the move.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -153,7 +191,9 @@ fn physical_nic_missing_rejected() {
     let env = TestEnv::without_bridge("physno");
     let manager = LxcManager::new(env.config("juju")).unwrap();
     let network = NetworkConfig::physical(&format!("{}a", env.bridge)).unwrap();
-    let error = manager.create_container(&machine("0"), "", &network).unwrap_err();
+    let error = manager
+        .create_container(&machine("0"), "", &network)
+        .unwrap_err();
     assert!(error.is_invalid_input(), "{error:?}");
     assert!(error.to_string().contains("btphysnoa"), "{error}");
 }

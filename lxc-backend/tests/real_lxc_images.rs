@@ -32,7 +32,9 @@ fn busybox_tar(directory: &Path) -> Vec<u8> {
 
 fn xz(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    xz2::read::XzEncoder::new(data, 1).read_to_end(&mut out).unwrap();
+    xz2::read::XzEncoder::new(data, 1)
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
@@ -52,7 +54,11 @@ fn gzip_and_zstd_tarballs_run() {
     {
         let archive = env.base.join(file);
         std::fs::write(&archive, bytes).unwrap();
-        let manager = LxcManager::new(env.config("juju").with(KEY_IMAGE, archive.to_str().unwrap())).unwrap();
+        let manager = LxcManager::new(
+            env.config("juju")
+                .with(KEY_IMAGE, archive.to_str().unwrap()),
+        )
+        .unwrap();
         manager
             .create_container(&machine(&index.to_string()), "", &network)
             .unwrap();
@@ -62,7 +68,9 @@ fn gzip_and_zstd_tarballs_run() {
             "from a tarball\n",
             "{file}"
         );
-        manager.destroy_container(&InstanceId::new(name).unwrap()).unwrap();
+        manager
+            .destroy_container(&InstanceId::new(name).unwrap())
+            .unwrap();
     }
     let templates = entries(&env.lxc_path())
         .into_iter()
@@ -157,12 +165,23 @@ impl Server {
                 format!("debian:trixie:{arch}:cloud"): {"os": "Debian", "release": "trixie", "arch": arch, "variant": "cloud", "versions": {}}
             }
         });
-        self.put("/streams/v1/index.json", serde_json::to_vec(&index).unwrap());
-        self.put("/streams/v1/images.json", serde_json::to_vec(&catalogue).unwrap());
+        self.put(
+            "/streams/v1/index.json",
+            serde_json::to_vec(&index).unwrap(),
+        );
+        self.put(
+            "/streams/v1/images.json",
+            serde_json::to_vec(&catalogue).unwrap(),
+        );
     }
 }
 
-fn image_config(env: &TestEnv, server: &Server, lxc_path: &Path, cache: &Path) -> berth_core::ManagerConfig {
+fn image_config(
+    env: &TestEnv,
+    server: &Server,
+    lxc_path: &Path,
+    cache: &Path,
+) -> berth_core::ManagerConfig {
     env.config("juju")
         .with(KEY_IMAGE, format!("{}/", server.url))
         .with(KEY_IMAGE_OS, "debian")
@@ -187,13 +206,23 @@ fn simplestreams_download_checked_and_cached() {
     manager
         .create_container_with_progress(&machine("0"), "bookworm", &network, &recorder)
         .unwrap();
-    assert_eq!(state(&env.lxc_path(), "juju-machine-0"), ContainerState::Running);
     assert_eq!(
-        attach(&env.lxc_path(), "juju-machine-0", &["cat", "/etc/image-marker"]),
+        state(&env.lxc_path(), "juju-machine-0"),
+        ContainerState::Running
+    );
+    assert_eq!(
+        attach(
+            &env.lxc_path(),
+            "juju-machine-0",
+            &["cat", "/etc/image-marker"]
+        ),
         "from a tarball\n"
     );
     assert_eq!(server.hits(rootfs_path), 1);
-    assert!(cache.join(format!("{sha}.tar.xz")).is_file(), "download not cached");
+    assert!(
+        cache.join(format!("{sha}.tar.xz")).is_file(),
+        "download not cached"
+    );
     let url = format!("{}{rootfs_path}", server.url);
     let downloads: Vec<_> = recorder
         .bytes
@@ -211,8 +240,14 @@ fn simplestreams_download_checked_and_cached() {
     // cached file without downloading it again.
     let second_path = env.base.join("lxc2");
     let second = LxcManager::new(image_config(&env, &server, &second_path, &cache)).unwrap();
-    second.create_container(&machine("1"), "bookworm", &network).unwrap();
-    assert_eq!(server.hits(rootfs_path), 1, "the cached image was downloaded again");
+    second
+        .create_container(&machine("1"), "bookworm", &network)
+        .unwrap();
+    assert_eq!(
+        server.hits(rootfs_path),
+        1,
+        "the cached image was downloaded again"
+    );
     second
         .destroy_container(&InstanceId::new("juju-machine-1").unwrap())
         .unwrap();
@@ -221,9 +256,14 @@ fn simplestreams_download_checked_and_cached() {
         .unwrap();
 
     // A release the server does not have is named in the error.
-    let error = manager.create_container(&machine("2"), "trixie", &network).unwrap_err();
+    let error = manager
+        .create_container(&machine("2"), "trixie", &network)
+        .unwrap_err();
     let text = berth_core::error::error_chain(&error);
-    assert!(text.contains("no image for os debian release trixie"), "{text}");
+    assert!(
+        text.contains("no image for os debian release trixie"),
+        "{text}"
+    );
     assert!(!env.dirs().containers_root().join("juju-machine-2").exists());
 }
 

@@ -36,8 +36,13 @@ fn failed_start_leaves_nothing_and_retry_works() {
     let network = NetworkConfig::bridge(&env.bridge).unwrap();
     let name = "juju-machine-0";
 
-    let error = failing.create_container(&machine("0"), "", &network).unwrap_err();
-    let Error::Step { container, step, .. } = &error else {
+    let error = failing
+        .create_container(&machine("0"), "", &network)
+        .unwrap_err();
+    let Error::Step {
+        container, step, ..
+    } = &error
+    else {
         panic!("expected a start failure, got {error:?}")
     };
     assert_eq!(container, name);
@@ -59,17 +64,27 @@ fn failed_start_leaves_nothing_and_retry_works() {
         entries(env.dirs().removed_root()).is_empty(),
         "a failed create must delete, not move aside"
     );
-    assert!(!lock_file_path(&env.lxc_path(), name).exists(), "liblxc lock file left");
-    assert!(common::bridge_ports(&env.bridge).is_empty(), "veth left on the bridge");
+    assert!(
+        !lock_file_path(&env.lxc_path(), name).exists(),
+        "liblxc lock file left"
+    );
+    assert!(
+        common::bridge_ports(&env.bridge).is_empty(),
+        "veth left on the bridge"
+    );
     for lock in entries(&env.lxc_path().join(LOCK_DIR)) {
         let file = fs::File::open(env.lxc_path().join(LOCK_DIR).join(&lock)).unwrap();
         assert!(file.try_lock().is_ok(), "template lock {lock} still held");
     }
 
     let working = LxcManager::new(env.config("juju")).unwrap();
-    working.create_container(&machine("0"), "", &network).unwrap();
+    working
+        .create_container(&machine("0"), "", &network)
+        .unwrap();
     assert_eq!(state(&env.lxc_path(), name), ContainerState::Running);
-    working.destroy_container(&InstanceId::new(name).unwrap()).unwrap();
+    working
+        .destroy_container(&InstanceId::new(name).unwrap())
+        .unwrap();
 }
 
 #[test]
@@ -78,7 +93,9 @@ fn existing_name_rejected_untouched() {
     let manager = LxcManager::new(env.config("juju")).unwrap();
     let network = NetworkConfig::bridge(&env.bridge).unwrap();
     let name = "juju-machine-0";
-    manager.create_container(&machine("0"), "", &network).unwrap();
+    manager
+        .create_container(&machine("0"), "", &network)
+        .unwrap();
     let cloud_init = env.dirs().containers_root().join(name).join("cloud-init");
     let before = fs::read(&cloud_init).unwrap();
     let config_before = fs::read(env.lxc_path().join(name).join("config")).unwrap();
@@ -91,13 +108,19 @@ fn existing_name_rejected_untouched() {
         "{error:?}"
     );
     assert_eq!(state(&env.lxc_path(), name), ContainerState::Running);
-    assert_eq!(fs::read(&cloud_init).unwrap(), before, "cloud-init file changed");
+    assert_eq!(
+        fs::read(&cloud_init).unwrap(),
+        before,
+        "cloud-init file changed"
+    );
     assert_eq!(
         fs::read(env.lxc_path().join(name).join("config")).unwrap(),
         config_before,
         "config changed"
     );
-    manager.destroy_container(&InstanceId::new(name).unwrap()).unwrap();
+    manager
+        .destroy_container(&InstanceId::new(name).unwrap())
+        .unwrap();
 }
 
 #[test]
@@ -136,7 +159,9 @@ fn destroy_after_rootfs_removed() {
     let network = NetworkConfig::bridge(&env.bridge).unwrap();
 
     // Stopped container whose own layer and rootfs mount point are gone.
-    manager.create_container(&machine("0"), "", &network).unwrap();
+    manager
+        .create_container(&machine("0"), "", &network)
+        .unwrap();
     Container::new("juju-machine-0", &env.lxc_path())
         .unwrap()
         .stop()
@@ -149,7 +174,9 @@ fn destroy_after_rootfs_removed() {
         .unwrap();
 
     // Running container whose own layer is deleted underneath it.
-    manager.create_container(&machine("1"), "", &network).unwrap();
+    manager
+        .create_container(&machine("1"), "", &network)
+        .unwrap();
     let layer = rootfs_layer(&env, "juju-machine-1");
     fs::remove_dir_all(layer.parent().unwrap()).unwrap();
     manager
@@ -158,14 +185,19 @@ fn destroy_after_rootfs_removed() {
 
     // Full-copy clone whose whole root file system is gone.
     let copying = LxcManager::new(env.config("juju").with(KEY_BACKING_STORE, "copy")).unwrap();
-    copying.create_container(&machine("2"), "", &network).unwrap();
+    copying
+        .create_container(&machine("2"), "", &network)
+        .unwrap();
     let layer = rootfs_layer(&env, "juju-machine-2");
     assert_eq!(
         layer,
         env.lxc_path().join("juju-machine-2/rootfs"),
         "a full copy is a plain directory"
     );
-    assert!(layer.join("bin/busybox").is_file(), "the copy holds the image");
+    assert!(
+        layer.join("bin/busybox").is_file(),
+        "the copy holds the image"
+    );
     Container::new("juju-machine-2", &env.lxc_path())
         .unwrap()
         .stop()
@@ -190,7 +222,9 @@ fn destroy_never_follows_symlinked_directory() {
     let manager = LxcManager::new(env.config("juju")).unwrap();
     let network = NetworkConfig::bridge(&env.bridge).unwrap();
     let name = "juju-machine-0";
-    manager.create_container(&machine("0"), "", &network).unwrap();
+    manager
+        .create_container(&machine("0"), "", &network)
+        .unwrap();
 
     // Replace the container directory with a link to a directory outside
     // the manager's roots that contains a file of its own.
@@ -201,12 +235,20 @@ fn destroy_never_follows_symlinked_directory() {
     fs::rename(&container_dir, env.base.join("real-dir")).unwrap();
     symlink(&outside, &container_dir).unwrap();
 
-    manager.destroy_container(&InstanceId::new(name).unwrap()).unwrap();
-    assert_eq!(fs::read_to_string(outside.join("precious")).unwrap(), "keep me");
+    manager
+        .destroy_container(&InstanceId::new(name).unwrap())
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(outside.join("precious")).unwrap(),
+        "keep me"
+    );
     assert_eq!(entries(&outside), ["precious"]);
     let moved = env.dirs().removed_root().join(name);
     assert!(
-        fs::symlink_metadata(&moved).unwrap().file_type().is_symlink(),
+        fs::symlink_metadata(&moved)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
         "the link itself must be moved"
     );
     assert_eq!(fs::read_link(&moved).unwrap(), outside);

@@ -36,7 +36,10 @@ fn list_shows_own_containers_with_state() {
         "templates and other managers' containers must not be listed"
     );
     assert_eq!(listed[0].status, InstanceStatus::Running);
-    assert_eq!(listed[0].addresses, ["10.254.7.2".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        listed[0].addresses,
+        ["10.254.7.2".parse::<IpAddr>().unwrap()]
+    );
     assert_eq!(listed[1].status, InstanceStatus::Stopped);
     assert!(listed[1].addresses.is_empty());
     let others = other.list_containers().unwrap();
@@ -44,7 +47,9 @@ fn list_shows_own_containers_with_state() {
     assert_eq!(others[0].id.as_str(), "jujux-machine-0");
 
     for name in ["juju-machine-0", "juju-machine-1"] {
-        manager.destroy_container(&InstanceId::new(name).unwrap()).unwrap();
+        manager
+            .destroy_container(&InstanceId::new(name).unwrap())
+            .unwrap();
     }
     other
         .destroy_container(&InstanceId::new("jujux-machine-0").unwrap())
@@ -140,7 +145,11 @@ fn bad_names_rejected_before_anything() {
     let long = format!("a{}", "b".repeat(53));
     let manager = LxcManager::new(env.config(&long)).unwrap();
     let error = manager
-        .create_container(&machine("0"), "", &NetworkConfig::bridge(&env.bridge).unwrap())
+        .create_container(
+            &machine("0"),
+            "",
+            &NetworkConfig::bridge(&env.bridge).unwrap(),
+        )
         .unwrap_err();
     assert!(error.to_string().contains("at most 63"), "{error}");
     assert!(common::entries(&env.lxc_path()).is_empty());

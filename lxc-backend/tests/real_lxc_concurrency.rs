@@ -30,18 +30,33 @@ fn busybox_tarball(directory: &std::path::Path) -> std::path::PathBuf {
 fn eight_creates_build_template_once() {
     let env = TestEnv::new("tmpl8", None);
     let archive = busybox_tarball(&env.base);
-    let manager = Arc::new(LxcManager::new(env.config("juju").with(KEY_IMAGE, archive.to_str().unwrap())).unwrap());
+    let manager = Arc::new(
+        LxcManager::new(
+            env.config("juju")
+                .with(KEY_IMAGE, archive.to_str().unwrap()),
+        )
+        .unwrap(),
+    );
     let network = NetworkConfig::bridge(&env.bridge).unwrap();
     let recorder = Recorder::default();
     let barrier = Arc::new(Barrier::new(8));
 
     let threads: Vec<_> = (0..8)
         .map(|index| {
-            let (manager, network, recorder, barrier) =
-                (manager.clone(), network.clone(), recorder.clone(), barrier.clone());
+            let (manager, network, recorder, barrier) = (
+                manager.clone(),
+                network.clone(),
+                recorder.clone(),
+                barrier.clone(),
+            );
             std::thread::spawn(move || {
                 barrier.wait();
-                manager.create_container_with_progress(&machine(&index.to_string()), "", &network, &recorder)
+                manager.create_container_with_progress(
+                    &machine(&index.to_string()),
+                    "",
+                    &network,
+                    &recorder,
+                )
             })
         })
         .collect();
@@ -71,7 +86,9 @@ fn eight_creates_build_template_once() {
         .collect();
     assert_eq!(templates.len(), 1, "templates {templates:?}");
     assert!(
-        !lxc_entries.iter().any(|name| name.starts_with(BUILDING_PREFIX)),
+        !lxc_entries
+            .iter()
+            .any(|name| name.starts_with(BUILDING_PREFIX)),
         "unfinished build left: {lxc_entries:?}"
     );
     assert_eq!(manager.list_containers().unwrap().len(), 8);
@@ -111,7 +128,9 @@ fn sixteen_threads_create_and_destroy() {
     let listed = manager.list_containers().unwrap();
     assert_eq!(listed.len(), 16);
     assert!(
-        listed.iter().all(|instance| instance.status == InstanceStatus::Running),
+        listed
+            .iter()
+            .all(|instance| instance.status == InstanceStatus::Running),
         "{listed:?}"
     );
     assert_eq!(common::bridge_ports(&env.bridge).len(), 16);
@@ -150,7 +169,10 @@ fn same_name_race_has_one_winner() {
             })
         })
         .collect();
-    let results: Vec<_> = threads.into_iter().map(|thread| thread.join().unwrap()).collect();
+    let results: Vec<_> = threads
+        .into_iter()
+        .map(|thread| thread.join().unwrap())
+        .collect();
     let winners = results.iter().filter(|result| result.is_ok()).count();
     assert_eq!(winners, 1, "{results:?}");
     let loser = results.into_iter().find_map(Result::err).unwrap();
@@ -158,8 +180,16 @@ fn same_name_race_has_one_winner() {
         matches!(&loser, Error::AlreadyExists { name } if name == "juju-machine-3"),
         "{loser:?}"
     );
-    assert_eq!(state(&env.lxc_path(), "juju-machine-3"), ContainerState::Running);
-    assert!(env.dirs().containers_root().join("juju-machine-3/cloud-init").exists());
+    assert_eq!(
+        state(&env.lxc_path(), "juju-machine-3"),
+        ContainerState::Running
+    );
+    assert!(
+        env.dirs()
+            .containers_root()
+            .join("juju-machine-3/cloud-init")
+            .exists()
+    );
     manager
         .destroy_container(&InstanceId::new("juju-machine-3").unwrap())
         .unwrap();

@@ -17,7 +17,10 @@ fn initialiser_is_idempotent() {
     let config = ManagerConfig::new()
         .with(KEY_BRIDGE, env.bridge.as_str())
         .with(KEY_BRIDGE_MTU, "1600")
-        .with(KEY_LXC_PATH, env.base.join("new-lxc-path").to_str().unwrap())
+        .with(
+            KEY_LXC_PATH,
+            env.base.join("new-lxc-path").to_str().unwrap(),
+        )
         .with(KEY_LOG_DIR, log_dir.to_str().unwrap());
     let initialiser = LxcInitialiser::new(&config).unwrap();
     assert!(
@@ -47,7 +50,9 @@ fn initialiser_rejects_bad_bridge_settings() {
         (KEY_BRIDGE_MTU, "big"),
         (KEY_BRIDGE_MTU, "10"),
     ] {
-        let config = ManagerConfig::new().with(KEY_BRIDGE, "btok").with(key, value);
+        let config = ManagerConfig::new()
+            .with(KEY_BRIDGE, "btok")
+            .with(key, value);
         let error = LxcInitialiser::new(&config).unwrap_err();
         assert!(error.is_invalid_input(), "{key}={value}: {error:?}");
     }
@@ -71,13 +76,27 @@ fn bridge_helpers_round_trip() {
 
     let (a, b) = (format!("{}a", env.bridge), format!("{}b", env.bridge));
     bridge::create_veth_pair(&a, &b).unwrap();
-    assert_eq!(bridge::link(&a).unwrap().unwrap().kind.as_deref(), Some("veth"));
+    assert_eq!(
+        bridge::link(&a).unwrap().unwrap().kind.as_deref(),
+        Some("veth")
+    );
     let error = bridge::ensure_bridge(&a, None).unwrap_err();
-    assert_eq!(error.errno, Errno::EEXIST, "a veth of that name is not a bridge");
+    assert_eq!(
+        error.errno,
+        Errno::EEXIST,
+        "a veth of that name is not a bridge"
+    );
     let error = bridge::delete_bridge(&a).unwrap_err();
-    assert_eq!(error.errno, Errno::EINVAL, "delete_bridge must not delete a veth");
+    assert_eq!(
+        error.errno,
+        Errno::EINVAL,
+        "delete_bridge must not delete a veth"
+    );
     assert!(bridge::delete_link(&a).unwrap());
-    assert!(bridge::link(&b).unwrap().is_none(), "deleting one end deletes the pair");
+    assert!(
+        bridge::link(&b).unwrap().is_none(),
+        "deleting one end deletes the pair"
+    );
 
     assert!(bridge::delete_bridge(&env.bridge).unwrap());
     assert!(

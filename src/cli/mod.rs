@@ -1,0 +1,5 @@
+//! Parts of the `berth` command.
+
+pub mod demo;
+pub mod output;
+pub mod progress;
