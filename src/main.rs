@@ -3,6 +3,7 @@
 
 mod cli;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,7 +35,7 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
-    /// More log detail: -v for debug, -vv for trace.
+    /// More log detail: -v for info, -vv for debug, -vvv for trace.
     #[arg(short, long, global = true, action = ArgAction::Count)]
     verbose: u8,
 
@@ -105,16 +106,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to standard error: warnings by default, then info, debug and trace
+/// with each `-v`. `RUST_LOG` overrides the level when set.
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn,berth=info",
-        1 => "debug",
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use berth::{Backend, HardwareCharacteristics, Instance, Manager, ManagerConfig, NetworkConfig};
+use berth::machine::InterfaceInfo;
+use berth::{
+    Backend, HardwareCharacteristics, Instance, MachineConfig, Manager, ManagerConfig,
+    NetworkConfig,
+};
 
 use super::output::{addresses, print_table};
 use super::progress::{ProgressDisplay, format_duration};
@@ -18,6 +22,10 @@ use crate::Cli;
 
 /// Bridge the demo creates when none is named.
 pub const DEMO_BRIDGE: &str = "berthdemo0";
+
+/// First three octets of the demo's IPv4 subnet. The addresses live only on
+/// the demo bridge, which has no uplink.
+const DEMO_SUBNET: &str = "10.251.0";
 
 /// Manager name of the demo's containers, so they never mix with others.
 const DEMO_MANAGER_NAME: &str = "berth-demo";
@@ -174,10 +182,7 @@ fn create_all(
         let handles: Vec<_> = (0..count)
             .map(|index| {
                 scope.spawn(move || {
-                    let machine = berth::machine_file::sample_machine_config(
-                        &format!("0/lxc/{index}"),
-                        "busybox",
-                    );
+                    let machine = demo_machine(index);
                     let started = Instant::now();
                     let (instance, hardware) = manager.create_container_with_progress(
                         &machine,
@@ -211,6 +216,25 @@ fn create_all(
         created.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         Ok(created)
     })
+}
+
+/// Returns the machine config of demo container `index`: 512 MiB and one
+/// core, and a static address on the demo bridge's private subnet, so that
+/// the list has addresses to show without a DHCP server.
+fn demo_machine(index: u32) -> MachineConfig {
+    let mut machine =
+        berth::machine_file::sample_machine_config(&format!("0/lxc/{index}"), "busybox");
+    machine.constraints.mem = Some(512);
+    machine.constraints.cpu_cores = Some(1);
+    machine.network_interfaces.push(InterfaceInfo {
+        name: "eth0".into(),
+        mac: None,
+        address: format!("{DEMO_SUBNET}.{}/24", 10 + index),
+        gateway: None,
+        dns_servers: Vec::new(),
+        mtu: None,
+    });
+    machine
 }
 
 /// Prints the path, size and first lines of a container's cloud-init file.
