@@ -118,21 +118,28 @@ fn run(
         undo.push(Undo::Directory(directory.clone()));
         Ok::<_, Error>(directory)
     })?;
+    manager.fault_after(name, Step::Directory)?;
 
     run_step(progress, name, Step::UserData, || {
         write_cloud_init_file(&directory, &plan.user_data)
     })?;
+    manager.fault_after(name, Step::UserData)?;
 
     let image = run_step(progress, name, Step::Image, || {
         manager
             .resolve_image(&plan.series)
             .map_err(step(Step::Image))
     })?;
+    manager.fault_after(name, Step::Image)?;
     let template_name = run_step(progress, name, Step::Template, || {
-        template::ensure_template(&settings.lxc_path, &image, progress)
+        let before_publish = |building: &str| -> std::result::Result<(), BoxError> {
+            Ok(manager.fault_template_built(building)?)
+        };
+        template::ensure_template_checked(&settings.lxc_path, &image, progress, &before_publish)
             .map_err(step(Step::Template))
     })?
     .0;
+    manager.fault_after(name, Step::Template)?;
 
     let container = run_step(progress, name, Step::Clone, || {
         undo.push(Undo::Clone);
@@ -140,6 +147,7 @@ fn run(
         template::clone_template(&settings.lxc_path, &template_name, name, snapshot)
             .map_err(step(Step::Clone))
     })?;
+    manager.fault_after(name, Step::Clone)?;
 
     // Reopen the container after saving: the handle clone returned keeps
     // the storage layer's in-memory form of lxc.rootfs.path, which a start
@@ -150,6 +158,7 @@ fn run(
         Container::new(name, &settings.lxc_path)
             .map_err(|error| Error::step(name, Step::Configure, error))
     })?;
+    manager.fault_after(name, Step::Configure)?;
 
     run_step(progress, name, Step::Seed, || {
         seed::write_seed(
@@ -161,6 +170,7 @@ fn run(
         )
         .map_err(step(Step::Seed))
     })?;
+    manager.fault_after(name, Step::Seed)?;
 
     run_step(progress, name, Step::Start, || {
         undo.push(Undo::Start);
@@ -177,11 +187,13 @@ fn run(
             )
         })
     })?;
+    manager.fault_after(name, Step::Start)?;
 
     run_step(progress, name, Step::Wait, || {
         wait_for_state(&container, ContainerState::Running, settings.start_timeout)
             .map_err(step(Step::Wait))
     })?;
+    manager.fault_after(name, Step::Wait)?;
 
     if let Some(guard) = guard {
         guard.mark_created()?;

@@ -30,6 +30,8 @@ pub mod config;
 pub mod container;
 mod create;
 mod destroy;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod image;
 pub mod initialiser;
 mod list;

@@ -34,6 +34,8 @@ pub struct LxcManager {
     pub(crate) cgroups: CgroupLayout,
     busybox_slug: OnceLock<String>,
     lookups: Mutex<HashMap<String, (Instant, ResolvedImage)>>,
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fault_hook: Mutex<Option<std::sync::Arc<crate::fault::FaultHook>>>,
 }
 
 impl std::fmt::Debug for LxcManager {
@@ -62,6 +64,8 @@ impl LxcManager {
             cgroups: CgroupLayout::detect(),
             busybox_slug: OnceLock::new(),
             lookups: Mutex::new(HashMap::new()),
+            #[cfg(feature = "fault-injection")]
+            fault_hook: Mutex::new(None),
         })
     }
 
@@ -175,6 +179,21 @@ impl LxcManager {
                 Ok(image)
             }
         }
+    }
+}
+
+/// Fault points compiled to nothing without the `fault-injection` feature
+/// (see `fault.rs`).
+#[cfg(not(feature = "fault-injection"))]
+impl LxcManager {
+    #[inline(always)]
+    pub(crate) fn fault_after(&self, _name: &str, _step: berth_core::progress::Step) -> Result<()> {
+        Ok(())
+    }
+
+    #[inline(always)]
+    pub(crate) fn fault_template_built(&self, _building: &str) -> Result<()> {
+        Ok(())
     }
 }
 

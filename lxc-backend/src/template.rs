@@ -110,6 +110,19 @@ pub fn ensure_template(
     image: &ResolvedImage,
     progress: &dyn Progress,
 ) -> Result<(String, bool), BoxError> {
+    ensure_template_checked(lxc_path, image, progress, &|_| Ok(()))
+}
+
+/// Does what [`ensure_template`] does, and calls `before_publish` with the
+/// temporary name of a template this call built, after the build and
+/// before the rename that publishes it. An error from it fails the build,
+/// which is then removed.
+pub(crate) fn ensure_template_checked(
+    lxc_path: &Path,
+    image: &ResolvedImage,
+    progress: &dyn Progress,
+    before_publish: &dyn Fn(&str) -> Result<(), BoxError>,
+) -> Result<(String, bool), BoxError> {
     let template = template_name(&image.slug);
     if template_exists(lxc_path, &template) {
         return Ok((template, false));
@@ -127,7 +140,8 @@ pub fn ensure_template(
         BUILD_COUNTER.fetch_add(1, Ordering::Relaxed)
     );
     let build_dir = lxc_path.join(&building);
-    let result = build(lxc_path, &building, &template, image, progress);
+    let result = build(lxc_path, &building, &template, image, progress)
+        .and_then(|()| before_publish(&building));
     crate::container::remove_lock_file(lxc_path, &building);
     if let Err(error) = result {
         if let Err(cleanup) = fs::remove_dir_all(&build_dir) {

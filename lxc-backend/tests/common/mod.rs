@@ -107,14 +107,7 @@ impl TestEnv {
 
     /// Returns a manager configuration with manager name `name`.
     pub fn config(&self, name: &str) -> ManagerConfig {
-        let dirs = self.dirs();
-        ManagerConfig::new()
-            .with(KEY_NAME, name)
-            .with(KEY_LXC_PATH, self.lxc_path().to_str().unwrap())
-            .with(KEY_LOG_DIR, self.log_dir().to_str().unwrap())
-            .with(KEY_CONTAINERS_DIR, dirs.containers_root().to_str().unwrap())
-            .with(KEY_REMOVED_DIR, dirs.removed_root().to_str().unwrap())
-            .with(KEY_SHUTDOWN_TIMEOUT, "2")
+        config_under(&self.base, name)
     }
 
     /// Stops and destroys every container in the lxc path, deletes the
@@ -159,6 +152,19 @@ impl TestEnv {
                 .unwrap_or_else(|error| panic!("remove {}: {error}", self.base.display()));
         }
     }
+}
+
+/// Returns the manager configuration of [`TestEnv::config`] for the test
+/// environment at `base`, for a child process that must not clean it up.
+pub fn config_under(base: &Path, name: &str) -> ManagerConfig {
+    let dirs = ContainerDirs::under(base.join("juju"));
+    ManagerConfig::new()
+        .with(KEY_NAME, name)
+        .with(KEY_LXC_PATH, base.join("lxc").to_str().unwrap())
+        .with(KEY_LOG_DIR, base.join("log").to_str().unwrap())
+        .with(KEY_CONTAINERS_DIR, dirs.containers_root().to_str().unwrap())
+        .with(KEY_REMOVED_DIR, dirs.removed_root().to_str().unwrap())
+        .with(KEY_SHUTDOWN_TIMEOUT, "2")
 }
 
 impl Drop for TestEnv {
@@ -294,4 +300,85 @@ impl Progress for Recorder {
             ProgressEvent::StepStarted { .. } => {}
         }
     }
+}
+
+/// Returns what is left on the host of container `name`: its entry in the
+/// lxc path, its container directory, temporary container directories of
+/// any create, and liblxc's lock file. Empty when nothing is left.
+pub fn remains_of(env: &TestEnv, name: &str) -> Vec<String> {
+    let mut remains = Vec::new();
+    let in_lxc_path = env.lxc_path().join(name);
+    if std::fs::symlink_metadata(&in_lxc_path).is_ok() {
+        remains.push(format!("lxc path entry {}", in_lxc_path.display()));
+    }
+    let dir = env.dirs().containers_root().join(name);
+    if std::fs::symlink_metadata(&dir).is_ok() {
+        remains.push(format!("container directory {}", dir.display()));
+    }
+    for entry in entries(env.dirs().containers_root()) {
+        if entry.starts_with('.') && entry.ends_with(".new") {
+            remains.push(format!("temporary container directory {entry}"));
+        }
+    }
+    let lock = berth_lxc::container::lock_file_path(&env.lxc_path(), name);
+    if lock.exists() {
+        remains.push(format!("liblxc lock file {}", lock.display()));
+    }
+    remains
+}
+
+/// Returns the entries of the lxc path that are neither templates nor
+/// berth's template lock directory.
+pub fn container_entries(env: &TestEnv) -> Vec<String> {
+    entries(&env.lxc_path())
+        .into_iter()
+        .filter(|entry| {
+            !entry.starts_with(berth_lxc::template::TEMPLATE_PREFIX)
+                && entry != berth_lxc::template::LOCK_DIR
+        })
+        .collect()
+}
+
+/// Returns the templates in the lxc path, with a listing of each one's
+/// root file system (relative paths and sizes), to show that nothing
+/// changed them.
+pub fn template_fingerprint(env: &TestEnv) -> Vec<(String, Vec<(String, u64)>)> {
+    let mut templates = Vec::new();
+    for entry in entries(&env.lxc_path()) {
+        if !entry.starts_with(berth_lxc::template::TEMPLATE_PREFIX) {
+            continue;
+        }
+        let rootfs = env.lxc_path().join(&entry).join("rootfs");
+        let mut files = Vec::new();
+        let mut stack = vec![rootfs.clone()];
+        while let Some(directory) = stack.pop() {
+            for item in std::fs::read_dir(&directory).unwrap().flatten() {
+                let meta = std::fs::symlink_metadata(item.path()).unwrap();
+                let relative = item
+                    .path()
+                    .strip_prefix(&rootfs)
+                    .unwrap()
+                    .display()
+                    .to_string();
+                if meta.is_dir() {
+                    stack.push(item.path());
+                }
+                files.push((relative, meta.len()));
+            }
+        }
+        files.sort();
+        templates.push((entry, files));
+    }
+    templates
+}
+
+/// Returns whether every template lock in the lxc path is free.
+pub fn template_locks_free(env: &TestEnv) -> bool {
+    let directory = env.lxc_path().join(berth_lxc::template::LOCK_DIR);
+    entries(&directory).iter().all(|lock| {
+        std::fs::File::open(directory.join(lock))
+            .unwrap()
+            .try_lock()
+            .is_ok()
+    })
 }
