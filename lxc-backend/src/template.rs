@@ -198,7 +198,7 @@ fn build(
 }
 
 /// Deletes template builds of `slug` that a process left behind when it
-/// died. Call only while holding the template's exclusive lock, which
+/// died, with liblxc's lock files of them. Call only while holding the template's exclusive lock, which
 /// every builder of that slug holds.
 fn remove_stale_builds(lxc_path: &Path, slug: &str) -> Result<(), BoxError> {
     let prefix = format!("{BUILDING_PREFIX}{slug}-");
@@ -218,6 +218,8 @@ fn remove_stale_builds(lxc_path: &Path, slug: &str) -> Result<(), BoxError> {
             tracing::warn!(path = %entry.path().display(), "removing template build left by a process that died");
             fs::remove_dir_all(entry.path())
                 .map_err(io_error("remove stale template build", &entry.path()))?;
+            // The dead builder could not remove liblxc's lock file of it.
+            crate::container::remove_lock_file(lxc_path, name);
         }
     }
     Ok(())
