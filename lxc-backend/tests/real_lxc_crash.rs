@@ -47,9 +47,9 @@ fn point_from_name(name: &str) -> FaultPoint {
 }
 
 /// The child's side: creates machine `BERTH_CRASH_MACHINE` in the test
-/// environment whose base directory is in `BERTH_CRASH_CHILD`, and blocks at the fault point
-/// `BERTH_CRASH_POINT` after writing the file `BERTH_CRASH_READY`. Does
-/// nothing when this binary was not started as a child.
+/// environment whose base directory is in `BERTH_CRASH_CHILD`, and blocks
+/// at the fault point `BERTH_CRASH_POINT` after writing the file
+/// `BERTH_CRASH_READY`. Does nothing unless started as a child.
 #[test]
 fn crash_child() {
     let Ok(base) = std::env::var(CHILD_ENV) else {
