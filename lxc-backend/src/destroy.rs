@@ -5,13 +5,23 @@
 //! because liblxc 5.0's destroy skips missing overlay layers and
 //! directories. The per-container directory is moved with a rename that
 //! never follows a symlink.
+//!
+//! A destroy first takes the create lock of the container directory (see
+//! `berth_core::pending`). So it waits while a create of the same name runs
+//! in any process, and then finds either a finished container or nothing.
 
-use std::fs;
+use std::fs::{self, File};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::time::Instant;
 
 use berth_core::error::BoxError;
+use berth_core::pending::CREATE_LOCK_FILE;
 use berth_core::progress::Step;
 use berth_core::{Error, InstanceId, InvalidValue, Result};
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::Mode;
 
 use crate::container::{Container, ContainerState};
 use crate::create::{remove_own_directory, wait_for_state};
@@ -32,6 +42,15 @@ pub(crate) fn destroy(manager: &LxcManager, id: &InstanceId) -> Result<()> {
         )
         .into());
     }
+    let container_dir = settings.dirs.container_dir(name)?;
+    let _create_lock = wait_for_create(name, &container_dir)?;
+    destroy_locked(manager, name)
+}
+
+/// Destroys container `name`, whose create lock the caller holds or which
+/// has no create lock.
+pub(crate) fn destroy_locked(manager: &LxcManager, name: &str) -> Result<()> {
+    let settings = &manager.settings;
     let started = Instant::now();
     let step = |step: Step| move |source: BoxError| Error::step(name, step, source);
 
@@ -79,6 +98,52 @@ pub(crate) fn destroy(manager: &LxcManager, id: &InstanceId) -> Result<()> {
         "container destroyed"
     );
     Ok(())
+}
+
+/// Takes the create lock of the container directory `dir`, waiting while a
+/// create of the same name runs in any process, so that a destroy never
+/// removes parts of a container under a running create. Returns `None`
+/// when there is no lock to take: no directory, a symlink in its place
+/// (never followed), or a directory without a lock file.
+fn wait_for_create(name: &str, dir: &Path) -> Result<Option<File>> {
+    let directory = match File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+    {
+        Ok(directory) => directory,
+        Err(error)
+            if matches!(
+                error.raw_os_error(),
+                Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR)
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(error) => return Err(Error::io("open container directory", dir, error)),
+    };
+    let lock_path = dir.join(CREATE_LOCK_FILE);
+    let lock = match openat(
+        &directory,
+        CREATE_LOCK_FILE,
+        OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => File::from(fd),
+        Err(Errno::ENOENT | Errno::ELOOP) => return Ok(None),
+        Err(errno) => {
+            return Err(Error::io("open create lock", lock_path, errno.into()));
+        }
+    };
+    if lock.try_lock().is_err() {
+        tracing::info!(
+            container = name,
+            "waiting for the create of this container to finish before destroying it"
+        );
+        lock.lock()
+            .map_err(|error| Error::io("lock create lock", lock_path, error))?;
+    }
+    Ok(Some(lock))
 }
 
 /// Asks the container to shut down, waits up to the shutdown timeout, then

@@ -234,7 +234,9 @@ impl Manager for LxcManager {
                 container = id.as_str(),
                 "removing a container whose create died half way"
             );
-            crate::destroy::destroy(self, &id)?;
+            // The create lock is held through `half_made`, so destroy
+            // must not wait for it.
+            crate::destroy::destroy_locked(self, id.as_str())?;
             removed.push(id);
         }
         Ok(removed)
