@@ -72,9 +72,23 @@ pub(crate) fn destroy_locked(manager: &LxcManager, name: &str) -> Result<()> {
         .map_err(|error| Error::step(name, Step::Destroy, error))?
     {
         stop(manager, &container).map_err(step(Step::Stop))?;
-        container
-            .destroy()
-            .map_err(|error| Error::step(name, Step::Destroy, error))?;
+        let entry = settings.lxc_path.join(name);
+        if fs::symlink_metadata(&entry).is_ok_and(|meta| !meta.is_dir()) {
+            // liblxc would delete the target of the link: remove the link.
+            tracing::warn!(container = name, path = %entry.display(), "container entry in the lxc path is not a directory; removing only the entry");
+            fs::remove_file(&entry).map_err(|error| {
+                Error::step(
+                    name,
+                    Step::Destroy,
+                    Error::io("remove container entry", &entry, error),
+                )
+            })?;
+        } else {
+            unlink_storage_symlinks(&container, &settings.lxc_path).map_err(step(Step::Destroy))?;
+            container
+                .destroy()
+                .map_err(|error| Error::step(name, Step::Destroy, error))?;
+        }
     } else {
         // A directory without a configuration is what a crash in the middle
         // of liblxc's clone or destroy leaves.
@@ -97,6 +111,42 @@ pub(crate) fn destroy_locked(manager: &LxcManager, name: &str) -> Result<()> {
         elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
         "container destroyed"
     );
+    Ok(())
+}
+
+/// Removes each symlink found where liblxc's destroy deletes a
+/// directory of the container (the root file system, the overlay
+/// directories and the writable layer), so liblxc never deletes through
+/// one. Fails, leaving everything, when the configured writable layer lies
+/// outside the container's own directory in the lxc path.
+fn unlink_storage_symlinks(container: &Container, lxc_path: &Path) -> Result<(), BoxError> {
+    let own = lxc_path.join(container.name());
+    let mut paths = vec![
+        own.join("rootfs"),
+        own.join("overlay"),
+        own.join("overlay").join("delta"),
+    ];
+    let spec = container.get_config_item("lxc.rootfs.path")?;
+    if spec.as_deref().is_some_and(|spec| spec.contains('/')) {
+        let layer = crate::seed::writable_rootfs(container, lxc_path).map_err(|error| {
+            format!("not destroying it, because liblxc would delete its root file system: {error}")
+        })?;
+        let mut path = own.clone();
+        for part in layer
+            .strip_prefix(&own)
+            .unwrap_or(Path::new(""))
+            .components()
+        {
+            path.push(part);
+            paths.push(path.clone());
+        }
+    }
+    for path in paths {
+        if fs::symlink_metadata(&path).is_ok_and(|meta| meta.file_type().is_symlink()) {
+            tracing::warn!(container = container.name(), path = %path.display(), "removing a symlink where the container's storage belongs");
+            fs::remove_file(&path).map_err(|error| Error::io("remove symlink", &path, error))?;
+        }
+    }
     Ok(())
 }
 

@@ -48,6 +48,13 @@ impl ImageSource {
             return Ok(Self::Simplestreams(value.trim_end_matches('/').to_owned()));
         }
         if value.starts_with('/') {
+            if value.chars().any(char::is_control) {
+                return Err(InvalidValue::new(
+                    KEY_IMAGE,
+                    value,
+                    "a tarball path must not contain control characters such as a line break or NUL",
+                ));
+            }
             if tarball::Compression::from_name(Path::new(value)).is_none() {
                 return Err(InvalidValue::new(
                     KEY_IMAGE,
