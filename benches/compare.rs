@@ -16,44 +16,45 @@
 //!
 //! Run as root: `cargo bench --bench compare`. Environment: `BB_ITERATIONS`
 //! (LXC iterations, default 20), `BB_VM_ITERATIONS` (default 10),
-//! `BB_COMPARE` (`lxc`, `virt` or `lxc,virt`, the default). Medians and
-//! ratios are printed and written to `benches/results/compare.json`.
+//! `BB_COMPARE` (a comma-separated list of `lxc`, `virt` and `start`;
+//! default `lxc,virt`). Medians and
+//! ratios are printed and written to `benches/results/compare-<part>.json`.
 
 mod common;
 
 use std::path::Path;
 use std::time::Instant;
 
-use berth_core::{InstanceId, Manager, ManagerConfig, NetworkConfig, render_user_data_for_host};
+use berth_core::{InstanceId, Manager, render_user_data_for_host};
+use berth_lxc::container::Container;
 use berth_lxc::image::busybox::{DEFAULT_BUSYBOX, build_rootfs};
-use berth_virt::{VirtInitialiser, VirtManager};
 use common::lxc::{LxcEnv, StepTimes};
-use common::peers::{IncusPeer, ToolsPeer, VirshPeer, VmFiles, remove_virsh_leftovers, say};
+use common::peers::{IncusPeer, ToolsPeer, VirshPeer, VmFiles, say};
 use common::stats::Samples;
-use common::{env_number, init_logs, machine, remove_tree, require_root, run, run_quietly};
+use common::virt::{QEMU_URI, VirtEnv};
+use common::{env_number, init_logs, machine, require_root};
 
 fn main() {
     require_root();
     init_logs();
-    let which = std::env::var("BB_COMPARE").unwrap_or_else(|_| "lxc,virt".into());
-    let mut report = serde_json::Map::new();
-    report.insert("host".into(), host_json());
-    if which.split(',').any(|part| part == "lxc") {
-        report.insert("lxc".into(), compare_lxc(env_number("BB_ITERATIONS", 20)));
+    let parts = std::env::var("BB_COMPARE").unwrap_or_else(|_| "lxc,virt".into());
+    for part in parts.split(',') {
+        let result = match part {
+            "lxc" => compare_lxc(env_number("BB_ITERATIONS", 20)),
+            "start" => compare_start(env_number("BB_ITERATIONS", 20)),
+            "virt" => compare_virt(env_number("BB_VM_ITERATIONS", 10)),
+            other => panic!("BB_COMPARE contains {other:?}; expected lxc, start or virt"),
+        };
+        write_result(part, result);
     }
-    if which.split(',').any(|part| part == "virt") {
-        report.insert(
-            "virt".into(),
-            compare_virt(env_number("BB_VM_ITERATIONS", 10)),
-        );
-    }
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results/compare.json");
+}
+
+/// Writes `result`, with the host facts, to `benches/results/compare-<part>.json`.
+fn write_result(part: &str, result: serde_json::Value) {
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/results/compare-{part}.json"));
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    std::fs::write(
-        &out,
-        serde_json::to_string_pretty(&serde_json::Value::Object(report)).unwrap(),
-    )
-    .unwrap();
+    let document = serde_json::json!({ "host": common::host::facts(), "result": result });
+    std::fs::write(&out, serde_json::to_string_pretty(&document).unwrap()).unwrap();
     say(&format!("results written to {}", out.display()));
 }
 
@@ -216,6 +217,58 @@ fn compare_lxc(iterations: usize) -> serde_json::Value {
     })
 }
 
+/// Starts and kill-stops the same stopped containers through liblxc
+/// in-process (berth's `Container` handle) and through `lxc-start` and
+/// `lxc-stop -k`, alternating, to separate the cost of the call path from
+/// the rest of a create. The containers are berth's clones with berth's
+/// configuration, made by one berth create each and then stopped.
+fn compare_start(iterations: usize) -> serde_json::Value {
+    say(&format!("== start and stop of one container: liblxc in-process vs lxc-start/lxc-stop, {iterations} iterations"));
+    let env = LxcEnv::new("cst");
+    let manager = env.manager();
+    let network = env.network();
+    let lxc_path = env.lxc_path();
+    let path = lxc_path.to_str().unwrap().to_owned();
+    let mut samples = Samples::default();
+    for iteration in 0..=iterations {
+        let id = iteration.to_string();
+        let name = env.container_name(&id);
+        manager.create_container(&machine(&id), "bookworm", &network).unwrap();
+        let container = Container::new(&name, &lxc_path).unwrap();
+        container.stop().unwrap();
+        let mut run = Samples::default();
+        for turn in 0..2 {
+            if (turn == 0) == (iteration % 2 == 0) {
+                let started = Instant::now();
+                container.start().unwrap();
+                run.add("in-process start", started.elapsed());
+                let started = Instant::now();
+                container.stop().unwrap();
+                run.add("in-process stop", started.elapsed());
+            } else {
+                run.add("lxc-start", common::timed_run("lxc-start", &["-P", &path, "-n", &name]));
+                run.add("lxc-stop -k", common::timed_run("lxc-stop", &["-P", &path, "-n", &name, "-k"]));
+            }
+        }
+        drop(container);
+        manager.destroy_container(&InstanceId::new(name.as_str()).unwrap()).unwrap();
+        if iteration > 0 {
+            merge(&mut samples, &run, &[]);
+        }
+    }
+    for step in samples.steps() {
+        say(&format!("  {step:<20} {:>8.2} ms", samples.median(step)));
+    }
+    say(&format!(
+        "  in-process/tools: start {:.2}, stop {:.2}",
+        samples.median("in-process start") / samples.median("lxc-start"),
+        samples.median("in-process stop") / samples.median("lxc-stop -k")
+    ));
+    drop(manager);
+    drop(env);
+    samples.summary_json()
+}
+
 /// Adds the samples of `run` to `all`: only `steps`, or every step when
 /// `steps` is empty.
 fn merge(all: &mut Samples, run: &Samples, steps: &[&str]) {
@@ -228,65 +281,22 @@ fn merge(all: &mut Samples, run: &Samples, steps: &[&str]) {
     }
 }
 
-/// Connection URI of the system QEMU driver.
-const QEMU_URI: &str = "qemu:///system";
-
-/// Starts virtlogd and libvirtd unless libvirtd already responds.
-pub fn ensure_libvirtd() {
-    let answering = std::process::Command::new("virsh")
-        .args(["-q", "-c", QEMU_URI, "version"])
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !answering {
-        say("libvirtd does not answer; starting virtlogd and libvirtd");
-        std::fs::create_dir_all("/var/log/libvirt").unwrap();
-        std::fs::create_dir_all("/run/libvirt").unwrap();
-        run("virtlogd", &["-d"]);
-        run("libvirtd", &["-d"]);
-        std::thread::sleep(std::time::Duration::from_secs(2));
-    }
-}
-
 fn compare_virt(iterations: usize) -> serde_json::Value {
     say(&format!(
         "== libvirt: berth vs virsh + qemu-img, {QEMU_URI}, {iterations} iterations"
     ));
-    ensure_libvirtd();
+    let env = VirtEnv::system("vcmp");
     let files = VmFiles::find();
-    let base = common::bench_dir("vcmp");
-    let pool = "bb-vcmp";
-    let bridge = "bb-vcmp";
-    remove_virsh_leftovers(QEMU_URI, pool, "bbvcmp-");
-    remove_virsh_leftovers(QEMU_URI, pool, "bb-peer-");
-    run_quietly("virsh", &["-q", "-c", QEMU_URI, "pool-destroy", pool]);
-    run_quietly("virsh", &["-q", "-c", QEMU_URI, "pool-undefine", pool]);
-    let _ = berth_lxc::bridge::delete_bridge(bridge);
-    remove_tree(&base);
-    std::fs::create_dir_all(&base).unwrap();
-    berth_lxc::bridge::ensure_bridge(bridge, None).unwrap();
-
-    let pool_dir = base.join("pool");
-    let path = |name: &str| base.join(name).to_str().unwrap().to_owned();
-    let config = ManagerConfig::new()
-        .with("name", "bbvcmp")
-        .with("uri", QEMU_URI)
-        .with("pool", pool)
-        .with("pool-dir", pool_dir.to_str().unwrap())
-        .with("containers-dir", path("containers"))
-        .with("removed-dir", path("removed"))
-        .with("lock-dir", path("locks"))
-        .with("image", files.base.to_str().unwrap())
-        .with("kernel", files.kernel.to_str().unwrap())
-        .with("initrd", files.initrd.to_str().unwrap())
-        .with("cmdline", "console=ttyS0 panic=-1")
-        .with("virt-type", "qemu");
-    VirtInitialiser::new(config.clone())
-        .unwrap()
-        .initialise_with_report()
-        .expect("prepare the libvirt pool");
-    let manager = VirtManager::new(config).expect("create libvirt manager");
-    let network = NetworkConfig::bridge(bridge).unwrap();
-    let peer = VirshPeer::setup(QEMU_URI, pool, &pool_dir, &base.join("peer"), bridge, files);
+    let manager = env.manager(&files);
+    let network = env.network();
+    let peer = VirshPeer::setup(
+        &env.uri,
+        &env.pool,
+        &env.pool_dir(),
+        &env.base.join("peer"),
+        &env.bridge,
+        files,
+    );
 
     let mut berth = Samples::default();
     let mut peer_samples = Samples::default();
@@ -299,7 +309,7 @@ fn compare_virt(iterations: usize) -> serde_json::Value {
         for turn in 0..2 {
             if (turn == 0) == berth_first {
                 let machine = machine(&id);
-                let name = berth_core::container_name("bbvcmp", &id).unwrap();
+                let name = env.container_name(&id);
                 let started = Instant::now();
                 manager
                     .create_container_with_progress(&machine, "bookworm", &network, &step_times)
@@ -394,12 +404,8 @@ fn compare_virt(iterations: usize) -> serde_json::Value {
     }
 
     peer.cleanup();
-    remove_virsh_leftovers(QEMU_URI, pool, "bbvcmp-");
     drop(manager);
-    run_quietly("virsh", &["-q", "-c", QEMU_URI, "pool-destroy", pool]);
-    run_quietly("virsh", &["-q", "-c", QEMU_URI, "pool-undefine", pool]);
-    let _ = berth_lxc::bridge::delete_bridge(bridge);
-    remove_tree(&base);
+    drop(env);
     serde_json::json!({
         "iterations": iterations,
         "berth": berth.summary_json(),
@@ -423,7 +429,3 @@ fn median_of_sums(samples: &Samples, steps: &[&str]) -> f64 {
     common::stats::percentile(&sums, 50.0)
 }
 
-/// Returns the host facts the results depend on.
-fn host_json() -> serde_json::Value {
-    common::host::facts()
-}

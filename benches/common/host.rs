@@ -27,8 +27,8 @@ fn meminfo_kib(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Returns CPU count and model, memory, kernel, and the versions of liblxc,
-/// libvirt, QEMU and Incus.
+/// Returns CPU count and model, memory, kernel, the versions of liblxc,
+/// libvirt, QEMU and Incus, and the load average.
 pub fn facts() -> serde_json::Value {
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -47,5 +47,8 @@ pub fn facts() -> serde_json::Value {
         "libvirt": first_line("libvirtd", &["--version"]),
         "qemu": first_line("qemu-system-x86_64", &["--version"]),
         "incus": first_line("incus", &["--version"]),
+        // Other work on the host skews timings; the 1, 5 and 15 minute load
+        // averages at the time of writing show how much there was.
+        "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
     })
 }

@@ -1,6 +1,6 @@
 //! The berth LXC manager on a bridge and lxc path of its own.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -96,7 +96,7 @@ impl LxcEnv {
 
     /// Makes `count` stopped containers, numbered from `first`, as overlay
     /// snapshot clones of berth's template through liblxc. berth's create
-    /// always starts a container, so this is how a list sees defined but
+    /// always starts a container, so this is how a list gets defined but
     /// stopped ones.
     pub fn define_stopped(&self, first: usize, count: usize) {
         let template = self.template();
@@ -114,6 +114,8 @@ impl LxcEnv {
         destroy_all(&self.lxc_path());
         let _ = bridge::delete_bridge(&self.bridge);
         remove_tree(&self.base);
+        // liblxc keeps per-container lock files under /run/lxc/lock/<lxc path>.
+        remove_tree(&Path::new("/run/lxc/lock").join(self.base.strip_prefix("/").unwrap()));
     }
 }
 
@@ -125,7 +127,7 @@ impl Drop for LxcEnv {
 
 /// Stops and destroys every container in `lxc_path`, clones before
 /// templates, and removes liblxc's lock files of that path.
-pub fn destroy_all(lxc_path: &std::path::Path) {
+pub fn destroy_all(lxc_path: &Path) {
     if !lxc_path.is_dir() {
         return;
     }
@@ -158,7 +160,7 @@ pub struct StepTimes {
 }
 
 impl StepTimes {
-    /// Returns and forgets the steps recorded so far.
+    /// Returns the steps recorded so far and clears them.
     pub fn take(&self) -> Vec<(&'static str, Duration)> {
         std::mem::take(&mut *self.steps.lock().unwrap())
     }

@@ -9,6 +9,7 @@ pub mod host;
 pub mod lxc;
 pub mod peers;
 pub mod stats;
+pub mod virt;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
