@@ -49,9 +49,11 @@ pub const CONFIG_KEY_KERNEL: &str = "kernel";
 pub const CONFIG_KEY_INITRD: &str = "initrd";
 /// Key of the kernel command line for direct kernel boot.
 pub const CONFIG_KEY_CMDLINE: &str = "cmdline";
-/// Key of the hypervisor type: `auto` (default) chooses `kvm` when the
-/// host's domain capabilities offer it and `qemu` otherwise; `kvm` or
-/// `qemu` forces one.
+/// Key of the hypervisor type. `auto` (default) chooses `kvm` when the
+/// host's domain capabilities offer it and a test guest runs on this
+/// host's `/dev/kvm`, and `qemu` otherwise (see
+/// [`choose_platform`](crate::platform::choose_platform)). `kvm` or `qemu`
+/// forces one.
 pub const CONFIG_KEY_VIRT_TYPE: &str = "virt-type";
 /// Default of [`CONFIG_KEY_VIRT_TYPE`].
 pub const DEFAULT_VIRT_TYPE: &str = "auto";
