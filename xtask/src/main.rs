@@ -43,7 +43,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   prepare   install the Debian packages berth needs and start virtlogd and libvirtd (idempotent)
   demo      prepare, build berth and run `berth demo` on the embedded busybox image
-  test      prepare, run clippy and every test tier; fails when a real tier did not run";
+  test      prepare, run clippy and every test tier, then fuzz each target; fails when a real tier did not run
+  fuzz      run each fuzz target for BERTH_FUZZ_SECONDS seconds (default 60), installing cargo-fuzz if missing";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
         Some("prepare") => prepare(),
         Some("demo") => prepare().and_then(|()| demo(&args[1..])),
         Some("test") => prepare().and_then(|()| test()),
+        Some("fuzz") => fuzz(),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -248,7 +250,8 @@ fn test() -> Result {
     ]))?;
     let required = real_tier_targets()?;
     let results = run_tests()?;
-    check_real_tiers(&required, &results)
+    check_real_tiers(&required, &results)?;
+    fuzz()
 }
 
 /// The result line of one test binary.
@@ -398,4 +401,156 @@ fn check_real_tiers(required: &[String], results: &[TargetResult]) -> Result {
     } else {
         Err(format!("real tiers incomplete: {}", problems.join("; ")))
     }
+}
+
+/// Fuzz targets of the `fuzz` crate, each run for a bounded time.
+const FUZZ_TARGETS: &[&str] = &["machine_config", "network", "user_data"];
+/// Environment variable that sets how many seconds each fuzz target runs.
+const FUZZ_SECONDS_VAR: &str = "BERTH_FUZZ_SECONDS";
+const DEFAULT_FUZZ_SECONDS: u64 = 60;
+/// cargo-fuzz release installed when `cargo fuzz` is missing.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// Builds the fuzz targets, runs each for a bounded time and then replays
+/// the checked-in corpus and the inputs the runs found through the crate's
+/// unit tests, which also read the rendered user data with PyYAML. Fails on
+/// any crash.
+///
+/// cargo-fuzz passes nightly-only compiler flags (sanitizer coverage and
+/// AddressSanitizer). `RUSTC_BOOTSTRAP=1` lets the stable compiler accept
+/// them, and it is set only for the fuzz crate, which is a workspace of its
+/// own.
+fn fuzz() -> Result {
+    let seconds = fuzz_seconds()?;
+    ensure_cargo_fuzz()?;
+    let fuzz_dir = workspace_root().join("fuzz");
+    let grown = std::env::temp_dir().join(format!("berth-fuzz-corpus-{}", std::process::id()));
+    let result = fuzz_in(&fuzz_dir, &grown, seconds);
+    if let Err(error) = std::fs::remove_dir_all(&grown)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!(
+            "xtask: warning: could not remove {}: {error}",
+            grown.display()
+        );
+    }
+    result
+}
+
+fn fuzz_in(fuzz_dir: &Path, grown: &Path, seconds: u64) -> Result {
+    let cargo_fuzz = || {
+        let mut command = cargo();
+        command
+            .current_dir(fuzz_dir)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .arg("fuzz");
+        command
+    };
+    run(cargo_fuzz().arg("build"))?;
+    let mut summaries = Vec::new();
+    for target in FUZZ_TARGETS {
+        // New inputs go to a temporary folder, the first corpus folder,
+        // so that the checked-in corpus only seeds the run.
+        let new_inputs = grown.join(target);
+        std::fs::create_dir_all(&new_inputs)
+            .map_err(|error| format!("could not create {}: {error}", new_inputs.display()))?;
+        let seeds = fuzz_dir.join("corpus").join(target);
+        let mut command = cargo_fuzz();
+        command
+            .args(["run", target])
+            .arg(&new_inputs)
+            .arg(&seeds)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-print_final_stats=1");
+        let executions = run_fuzz_target(command).map_err(|error| {
+            format!(
+                "fuzz target {target}: {error}; the crashing input is in {}; \
+                 reproduce it with: cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {target} <file>",
+                fuzz_dir.join("artifacts").join(target).display()
+            )
+        })?;
+        let found = std::fs::read_dir(&new_inputs)
+            .map(|entries| entries.count())
+            .unwrap_or(0);
+        summaries.push(format!(
+            "{target}: {executions} executions in {seconds} s, {found} new corpus inputs"
+        ));
+    }
+    run(cargo()
+        .current_dir(fuzz_dir)
+        .args(["test", "--lib"])
+        .env("BERTH_FUZZ_EXTRA_CORPUS", grown))?;
+    for summary in summaries {
+        eprintln!("xtask: fuzz {summary}, no crash");
+    }
+    Ok(())
+}
+
+fn fuzz_seconds() -> Result<u64> {
+    match std::env::var(FUZZ_SECONDS_VAR) {
+        Err(_) => Ok(DEFAULT_FUZZ_SECONDS),
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(seconds) if seconds > 0 => Ok(seconds),
+            _ => Err(format!(
+                "{FUZZ_SECONDS_VAR}={text:?} is invalid: it must be a whole number of seconds greater than 0"
+            )),
+        },
+    }
+}
+
+/// Installs cargo-fuzz from crates.io unless `cargo fuzz` already runs.
+fn ensure_cargo_fuzz() -> Result {
+    let present = cargo()
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if present {
+        return Ok(());
+    }
+    run(cargo().args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))
+}
+
+/// Runs one `cargo fuzz run`, echoing its output, and returns the number
+/// of inputs libFuzzer executed, read from its final statistics.
+fn run_fuzz_target(mut command: Command) -> Result<u64> {
+    let (reader, writer) = std::io::pipe().map_err(|error| error.to_string())?;
+    command
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().map_err(|error| error.to_string())?)
+        .stderr(writer);
+    eprintln!("xtask: running {command:?}");
+    let mut child = command
+        .spawn()
+        .map_err(|error| format!("could not start cargo fuzz: {error}"))?;
+    // Dropping the command closes this process's copies of the pipe's write
+    // end. Without that, the read below never reaches the end of the output.
+    drop(command);
+
+    let mut executions = None;
+    let stderr = std::io::stderr();
+    for line in BufReader::new(reader).lines() {
+        let line = line.map_err(|error| error.to_string())?;
+        // libFuzzer prints a status line per new input and a line per
+        // newly covered function; echo the rest.
+        if !line.starts_with('#') && !line.starts_with("\tNEW_FUNC") {
+            let _ = writeln!(stderr.lock(), "{line}");
+        }
+        if let Some(number) = line.strip_prefix("stat::number_of_executed_units:") {
+            executions = number.trim().parse::<u64>().ok();
+        }
+    }
+    let status = child.wait().map_err(|error| error.to_string())?;
+    if !status.success() {
+        return Err(format!("cargo fuzz run failed: {status}"));
+    }
+    executions.ok_or_else(|| "libFuzzer printed no final statistics".to_owned())
 }
