@@ -18,6 +18,7 @@
 #   disk            a raw ext4 disk image of a copy of the tree in which
 #                   Debian's cloud kernel (linux-image-cloud-amd64) and udev
 #                   are installed; its root is the whole disk, /dev/vda
+#   disk-sha256     the SHA-256 of that disk image (a value, not a path)
 #   kernel, initrd  that kernel and its initramfs, for direct kernel boot
 #
 # Needs root, debootstrap, e2fsprogs (mkfs.ext4 -d), tar and flock, and
@@ -63,6 +64,7 @@ print_outputs() {
     printf 'key=%s\n' "$key"
     printf 'rootfs-tarball=%s\n' "$out/rootfs.tar"
     printf 'disk=%s\n' "$out/disk.raw"
+    printf 'disk-sha256=%s\n' "$(cut -d ' ' -f 1 "$out/disk.raw.sha256")"
     printf 'kernel=%s\n' "$out/vmlinuz"
     printf 'initrd=%s\n' "$out/initrd.img"
 }
@@ -152,6 +154,7 @@ size_mib=$((used_mib * 3 / 2))
 [ "$size_mib" -ge 1024 ] || size_mib=1024
 log "writing the ${size_mib} MiB ext4 disk image of a ${used_mib} MiB tree"
 mkfs.ext4 -q -L berth-root -d "$work/vmroot" "$work/out/disk.raw" "${size_mib}M" >&2
+(cd "$work/out" && sha256sum disk.raw >disk.raw.sha256)
 
 # Publish: older keys go, the new build takes its final name.
 for old in "$cache_root"/*; do

@@ -42,6 +42,8 @@ pub struct GuestImage {
     pub rootfs_tarball: PathBuf,
     /// Raw ext4 disk image of the tree with the cloud kernel installed.
     pub disk: PathBuf,
+    /// SHA-256 of the disk image in hex.
+    pub disk_sha256: String,
     /// The cloud kernel.
     pub kernel: PathBuf,
     /// Its initramfs.
@@ -97,6 +99,7 @@ pub fn guest_image() -> GuestImage {
         key: value("key"),
         rootfs_tarball: value("rootfs-tarball").into(),
         disk: value("disk").into(),
+        disk_sha256: value("disk-sha256"),
         kernel: value("kernel").into(),
         initrd: value("initrd").into(),
         elapsed,

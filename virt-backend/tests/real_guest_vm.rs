@@ -122,9 +122,11 @@ impl Host {
     fn prepare(image: &guest::GuestImage) -> Self {
         let connection = require_real_host();
         remove_leftovers(&connection, PREFIX, POOL);
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(&image.disk_sha256, &mut digest).unwrap();
         let source = ImageSource {
             location: ImageLocation::File(image.disk.clone()),
-            sha256: None,
+            sha256: Some(digest),
         };
         remove_other_volumes(&connection, &base_volume_name("bookworm", &source));
         let dir = tempfile::Builder::new()
@@ -160,6 +162,7 @@ fn config(host: &Host, image: &guest::GuestImage) -> ManagerConfig {
         .with("removed-dir", path("removed"))
         .with("lock-dir", path("locks"))
         .with("image", image.disk.to_str().unwrap())
+        .with("image-sha256", image.disk_sha256.as_str())
         .with("kernel", image.kernel.to_str().unwrap())
         .with("initrd", image.initrd.to_str().unwrap())
         .with("cmdline", CMDLINE)

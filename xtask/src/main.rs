@@ -26,6 +26,7 @@ const PACKAGES: &[&str] = &[
     "debootstrap",
     "curl",
     "dosfstools",
+    "e2fsprogs",
 ];
 
 /// Packages taken from bookworm-backports: bookworm's own qemu-system-x86
