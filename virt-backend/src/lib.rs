@@ -36,6 +36,7 @@ pub mod image;
 pub mod initialiser;
 pub mod manager;
 pub mod platform;
+mod reconnect;
 pub mod seed;
 pub mod spec;
 pub mod volumes;

@@ -18,6 +18,7 @@ use crate::config::{VirtConfig, validate_series};
 use crate::handle::{AddressSource, Connection, DomainHandle, PoolHandle};
 use crate::image::{BaseImage, ImportContext, ensure_base_image};
 use crate::platform::{GuestPlatform, backend, choose_platform};
+use crate::reconnect::{ReconnectingConnection, Retry};
 use crate::seed::{MetaData, Seed, network_config};
 use crate::spec::{
     CONSOLE_LOG, DomainSpec, Resources, domain_document, random_mac, resources, root_volume_name,
@@ -40,11 +41,14 @@ const MIB: u64 = 1 << 20;
 /// and console log. One libvirt connection is shared by all calls; libvirt
 /// serialises what it must itself.
 ///
-/// NOTE: the connection is opened once. If the daemon restarts, calls fail
-/// until a new manager is made.
+/// When the daemon goes away (a libvirtd restart), the call that finds the
+/// connection lost fails with an error that names the URI, and the
+/// connection is reopened at that URI. List and destroy then run once more
+/// on the new connection; a create fails, because it may have made part of
+/// the VM, and the next create works.
 pub struct VirtManager {
     config: VirtConfig,
-    connection: Connection,
+    connection: ReconnectingConnection,
     platform: GuestPlatform,
     #[cfg(test)]
     pub(crate) fail_after: std::sync::Mutex<Option<Step>>,
@@ -98,8 +102,8 @@ impl VirtManager {
             "libvirt manager ready"
         );
         Ok(Self {
+            connection: ReconnectingConnection::new(&config.uri, connection),
             config,
-            connection,
             platform,
             #[cfg(test)]
             fail_after: std::sync::Mutex::new(None),
@@ -111,9 +115,10 @@ impl VirtManager {
         &self.config
     }
 
-    /// Returns the libvirt connection.
+    /// Returns the libvirt connection: the newest one when it has been
+    /// reopened after the daemon went away.
     pub fn connection(&self) -> &Connection {
-        &self.connection
+        self.connection.current()
     }
 
     /// Returns the guest architecture and hypervisor type in use.
@@ -129,7 +134,7 @@ impl VirtManager {
     fn pool(&self) -> Result<PoolHandle> {
         let name = &self.config.pool;
         let pool = self
-            .connection
+            .connection()
             .lookup_storage_pool_by_name(name)
             .map(PoolHandle::new)
             .map_err(|error| Error::Host {
@@ -154,7 +159,7 @@ impl VirtManager {
         &self,
         name: &str,
     ) -> std::result::Result<Option<DomainHandle>, virt::error::Error> {
-        match self.connection.lookup_domain_by_name(name) {
+        match self.connection().lookup_domain_by_name(name) {
             Ok(domain) => Ok(Some(DomainHandle::new(domain))),
             Err(error) if has_code(&error, ErrorNumber::NoDomain) => Ok(None),
             Err(error) => Err(error),
@@ -244,6 +249,46 @@ impl Manager for VirtManager {
         network: &NetworkConfig,
         progress: &dyn Progress,
     ) -> Result<(Instance, HardwareCharacteristics)> {
+        self.connection.run("create", Retry::Never, || {
+            self.create_vm(machine, series, network, progress)
+        })
+    }
+
+    fn destroy_container(&self, id: &InstanceId) -> Result<()> {
+        self.connection
+            .run(&format!("destroy {id}"), Retry::Once, || {
+                self.destroy_vm(id)
+            })
+    }
+
+    fn list_containers(&self) -> Result<Vec<Instance>> {
+        self.connection.run("list", Retry::Once, || self.list_vms())
+    }
+
+    fn collect_garbage(&self) -> Result<Vec<InstanceId>> {
+        let prefix = berth_core::manager::container_prefix(&self.config.name);
+        let mut removed = Vec::new();
+        for half_made in self.config.dirs.half_made(&prefix)? {
+            let id = InstanceId::new(half_made.name.as_str())?;
+            info!(
+                container = id.as_str(),
+                "removing a VM whose create died half way"
+            );
+            self.destroy_container(&id)?;
+            removed.push(id);
+        }
+        Ok(removed)
+    }
+}
+
+impl VirtManager {
+    fn create_vm(
+        &self,
+        machine: &MachineConfig,
+        series: &str,
+        network: &NetworkConfig,
+        progress: &dyn Progress,
+    ) -> Result<(Instance, HardwareCharacteristics)> {
         let name = container_name(&self.config.name, &machine.machine_id)?;
         let name = name.as_str();
         let resources = run_step(progress, name, Step::Validate, || {
@@ -270,7 +315,7 @@ impl Manager for VirtManager {
         }
     }
 
-    fn destroy_container(&self, id: &InstanceId) -> Result<()> {
+    fn destroy_vm(&self, id: &InstanceId) -> Result<()> {
         let name = id.as_str();
         info!(container = name, "destroying VM");
         let domain = self
@@ -304,10 +349,10 @@ impl Manager for VirtManager {
         Ok(())
     }
 
-    fn list_containers(&self) -> Result<Vec<Instance>> {
+    fn list_vms(&self) -> Result<Vec<Instance>> {
         let prefix = format!("{}-machine-", self.config.name);
         let domains = self
-            .connection
+            .connection()
             .list_all_domains(0)
             .map_err(|error| backend(format!("list domains at {}", self.config.uri), error))?;
         let mut instances = Vec::new();
@@ -332,21 +377,6 @@ impl Manager for VirtManager {
         }
         instances.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(instances)
-    }
-
-    fn collect_garbage(&self) -> Result<Vec<InstanceId>> {
-        let prefix = berth_core::manager::container_prefix(&self.config.name);
-        let mut removed = Vec::new();
-        for half_made in self.config.dirs.half_made(&prefix)? {
-            let id = InstanceId::new(half_made.name.as_str())?;
-            info!(
-                container = id.as_str(),
-                "removing a VM whose create died half way"
-            );
-            self.destroy_container(&id)?;
-            removed.push(id);
-        }
-        Ok(removed)
     }
 }
 
@@ -414,7 +444,7 @@ impl VirtManager {
         let base = run_step(progress, name, Step::Image, || {
             let source = self.config.image_for(series).expect("checked in validate");
             let context = ImportContext {
-                connection: &self.connection,
+                connection: self.connection(),
                 pool: &pool,
                 lock_dir: &self.config.lock_dir,
                 progress,
@@ -579,7 +609,7 @@ impl VirtManager {
         let handle = create_volume(pool, &document).map_err(|error| {
             Error::step(name, Step::Seed, VolumeStepError(volume.to_owned(), error))
         })?;
-        if let Err(error) = upload_bytes(&self.connection, &handle, &image) {
+        if let Err(error) = upload_bytes(self.connection(), &handle, &image) {
             if let Err(delete_error) = delete_volume(&handle) {
                 warn!(container = name, volume, error = %delete_error, "deleting the seed volume after a failed upload failed");
             }
@@ -616,7 +646,7 @@ impl VirtManager {
             console_log,
         });
         let xml = to_xml(&document).map_err(|error| Error::step(name, Step::Define, error))?;
-        self.connection
+        self.connection()
             .define_domain_xml(&xml)
             .map(DomainHandle::new)
             .map_err(|error| Error::step(name, Step::Define, error))
