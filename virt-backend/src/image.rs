@@ -140,6 +140,10 @@ pub enum ImageError {
     /// A volume document could not be written or read.
     #[error("volume XML")]
     Xml(#[from] crate::xml::XmlError),
+    /// A test's fault hook failed the import.
+    #[cfg(feature = "fault-injection")]
+    #[error("{0}")]
+    Injected(String),
 }
 
 fn libvirt(action: impl Into<String>) -> impl FnOnce(virt::error::Error) -> ImageError {
@@ -172,6 +176,10 @@ pub struct ImportContext<'a> {
     pub lock_dir: &'a Path,
     /// Receives byte counts.
     pub progress: &'a dyn Progress,
+    /// Called when the upload is complete and checked, before the image is
+    /// published under its final name. An error fails the import there.
+    #[cfg(feature = "fault-injection")]
+    pub before_publish: &'a dyn Fn() -> Result<(), String>,
 }
 
 /// Returns the base image of `series` from `source`, importing it first
@@ -186,10 +194,7 @@ pub fn ensure_base_image(
         .pool
         .name()
         .map_err(libvirt("read the storage pool name"))?;
-    let _lock = lock(
-        context.lock_dir,
-        &format!("image-{pool_name}-{volume}.lock"),
-    )?;
+    let _lock = lock(context.lock_dir, &lock_name(&pool_name, &volume))?;
     if let Some(existing) =
         lookup_volume(context.pool, &volume).map_err(libvirt(format!("look up volume {volume}")))?
     {
@@ -197,7 +202,7 @@ pub fn ensure_base_image(
         return describe(&existing, &volume);
     }
     info!(volume = volume.as_str(), source = %source.location, "importing base image");
-    let partial_name = format!("{volume}.partial");
+    let partial_name = format!("{volume}{PARTIAL_SUFFIX}");
     if let Some(leftover) = lookup_volume(context.pool, &partial_name)
         .map_err(libvirt(format!("look up volume {partial_name}")))?
     {
@@ -234,6 +239,8 @@ pub fn ensure_base_image(
     })?;
 
     let result = upload(context, &partial, &mut reader, &header, source).and_then(|()| {
+        #[cfg(feature = "fault-injection")]
+        (context.before_publish)().map_err(ImageError::Injected)?;
         let mut final_template = template.clone();
         final_template.name = volume.clone();
         final_template.allocation = None;
@@ -275,6 +282,83 @@ fn describe(volume: &VolumeHandle, name: &str) -> Result<BaseImage, ImageError> 
         format,
         virtual_size: document.capacity.value,
     })
+}
+
+/// Suffix of the volume an import uploads into before it is published.
+const PARTIAL_SUFFIX: &str = ".partial";
+
+/// Returns the name of the lock file of importing volume `volume` into the
+/// pool `pool_name`.
+fn lock_name(pool_name: &str, volume: &str) -> String {
+    format!("image-{pool_name}-{volume}.lock")
+}
+
+/// Deletes the `.partial` volumes of base image imports whose process died
+/// half way: those whose import lock on this host nobody holds. Returns the
+/// names of the deleted volumes.
+///
+/// NOTE: the import lock is a file on this host. A `.partial` volume that
+/// another host is uploading into the same pool (a remote URI shared by
+/// several hosts) looks dead from here and is deleted, which fails that
+/// import; the import on this host deletes such volumes too.
+pub fn remove_dead_imports(pool: &PoolHandle, lock_dir: &Path) -> Result<Vec<String>, ImageError> {
+    let pool_name = pool.name().map_err(libvirt("read the storage pool name"))?;
+    pool.refresh(0)
+        .map_err(libvirt(format!("refresh storage pool {pool_name}")))?;
+    let mut names = pool
+        .list_volumes()
+        .map_err(libvirt(format!("list the volumes of pool {pool_name}")))?;
+    names.sort();
+    let mut removed = Vec::new();
+    for name in names {
+        let Some(volume) = name
+            .strip_suffix(PARTIAL_SUFFIX)
+            .filter(|volume| volume.starts_with("base-"))
+        else {
+            continue;
+        };
+        let Some(_lock) = try_lock(lock_dir, &lock_name(&pool_name, volume))? else {
+            debug!(
+                volume = name.as_str(),
+                "an import on this host is still running"
+            );
+            continue;
+        };
+        let Some(handle) =
+            lookup_volume(pool, &name).map_err(libvirt(format!("look up volume {name}")))?
+        else {
+            continue;
+        };
+        warn!(
+            volume = name.as_str(),
+            "deleting the partial import of a process that died"
+        );
+        delete_volume(&handle).map_err(libvirt(format!("delete volume {name}")))?;
+        removed.push(name);
+    }
+    Ok(removed)
+}
+
+/// Takes the lock file `name` in `dir` without waiting. Returns `Ok(None)`
+/// when another process or thread holds it.
+fn try_lock(dir: &Path, name: &str) -> Result<Option<Flock<File>>, ImageError> {
+    let path = dir.join(name);
+    let fail = |source| ImageError::Lock {
+        path: path.clone(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(fail)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(fail)?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, errno)) => Err(fail(errno.into())),
+    }
 }
 
 fn lock(dir: &Path, name: &str) -> Result<Flock<File>, ImageError> {

@@ -30,7 +30,10 @@
 //!   fail with the command to run; they never skip.
 
 pub mod config;
+mod create_lock;
 pub mod fat;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod handle;
 pub mod image;
 pub mod initialiser;

@@ -15,8 +15,9 @@ use virt::domain::DomainState;
 use virt::error::ErrorNumber;
 
 use crate::config::{VirtConfig, validate_series};
+use crate::create_lock::wait_for_create;
 use crate::handle::{AddressSource, Connection, DomainHandle, PoolHandle};
-use crate::image::{BaseImage, ImportContext, ensure_base_image};
+use crate::image::{BaseImage, ImportContext, ensure_base_image, remove_dead_imports};
 use crate::platform::{GuestPlatform, backend, choose_platform};
 use crate::reconnect::{ReconnectingConnection, Retry};
 use crate::seed::{MetaData, Seed, network_config};
@@ -50,8 +51,8 @@ pub struct VirtManager {
     config: VirtConfig,
     connection: ReconnectingConnection,
     platform: GuestPlatform,
-    #[cfg(test)]
-    pub(crate) fail_after: std::sync::Mutex<Option<Step>>,
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fault_hook: std::sync::Mutex<Option<std::sync::Arc<crate::fault::FaultHook>>>,
 }
 
 impl std::fmt::Debug for VirtManager {
@@ -105,8 +106,8 @@ impl VirtManager {
             connection: ReconnectingConnection::new(&config.uri, connection),
             config,
             platform,
-            #[cfg(test)]
-            fail_after: std::sync::Mutex::new(None),
+            #[cfg(feature = "fault-injection")]
+            fault_hook: std::sync::Mutex::new(None),
         })
     }
 
@@ -166,15 +167,15 @@ impl VirtManager {
         }
     }
 
-    #[cfg(test)]
+    /// Calls the fault hook after `step` (see `fault.rs`).
+    #[cfg(feature = "fault-injection")]
     fn injected(&self, container: &str, step: Step) -> Result<()> {
-        if *self.fail_after.lock().expect("fail point lock") == Some(step) {
-            return Err(Error::step(container, step, "failure injected by a test"));
-        }
-        Ok(())
+        self.fault_step(container, step)
     }
 
-    #[cfg(not(test))]
+    /// Fault points compile to nothing without the `fault-injection`
+    /// feature.
+    #[cfg(not(feature = "fault-injection"))]
     fn injected(&self, _container: &str, _step: Step) -> Result<()> {
         Ok(())
     }
@@ -255,9 +256,13 @@ impl Manager for VirtManager {
     }
 
     fn destroy_container(&self, id: &InstanceId) -> Result<()> {
+        let name = id.as_str();
+        let lock = wait_for_create(name, &self.container_dir(name)?)?;
+        // A directory that appears while this destroy runs belongs to a
+        // create that started after it, so it is left to that create.
         self.connection
             .run(&format!("destroy {id}"), Retry::Once, || {
-                self.destroy_vm(id)
+                self.destroy_vm(id, lock.directory_existed)
             })
     }
 
@@ -274,8 +279,21 @@ impl Manager for VirtManager {
                 container = id.as_str(),
                 "removing a VM whose create died half way"
             );
-            self.destroy_container(&id)?;
+            // `half_made` holds the create lock, so this destroy must not
+            // wait for it.
+            self.connection
+                .run(&format!("destroy {id}"), Retry::Once, || {
+                    self.destroy_vm(&id, true)
+                })?;
             removed.push(id);
+        }
+        // Base image imports whose process died left `.partial` volumes.
+        let dead_imports = self.pool().and_then(|pool| {
+            remove_dead_imports(&pool, &self.config.lock_dir)
+                .map_err(|error| backend("remove dead image imports", error))
+        });
+        if let Err(error) = dead_imports {
+            warn!(error = %berth_core::error::error_chain(&error), "removing partial image imports failed");
         }
         Ok(removed)
     }
@@ -315,7 +333,9 @@ impl VirtManager {
         }
     }
 
-    fn destroy_vm(&self, id: &InstanceId) -> Result<()> {
+    /// Destroys VM `id`, whose create lock the caller holds or which has
+    /// no create lock. Moves its directory aside when `move_directory`.
+    fn destroy_vm(&self, id: &InstanceId, move_directory: bool) -> Result<()> {
         let name = id.as_str();
         info!(container = name, "destroying VM");
         let domain = self
@@ -342,7 +362,7 @@ impl VirtManager {
                 warn!(container = name, error = %error, "no storage pool, so no volumes to delete")
             }
         }
-        if let Some(moved) = self.config.dirs.remove_directory(name)? {
+        if move_directory && let Some(moved) = self.config.dirs.remove_directory(name)? {
             debug!(container = name, to = %moved.display(), "moved the container directory aside");
         }
         info!(container = name, "VM destroyed");
@@ -448,6 +468,8 @@ impl VirtManager {
                 pool: &pool,
                 lock_dir: &self.config.lock_dir,
                 progress,
+                #[cfg(feature = "fault-injection")]
+                before_publish: &|| self.fault(name, crate::fault::FaultPoint::ImageUploaded),
             };
             ensure_base_image(&context, series, source)
                 .map_err(|error| Error::step(name, Step::Image, error))
@@ -805,6 +827,6 @@ fn addresses(domain: &DomainHandle) -> Vec<std::net::IpAddr> {
     Vec::new()
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "fault-injection"))]
 #[path = "manager_tests.rs"]
 mod tests;

@@ -98,7 +98,13 @@ fn failure_after_each_step_undone() {
         Step::Wait,
     ];
     for step in steps {
-        *manager.fail_after.lock().unwrap() = Some(step);
+        manager.set_fault_hook(Some(std::sync::Arc::new(move |_name: &str, point| {
+            if point == crate::fault::FaultPoint::After(step) {
+                Err("test failure".into())
+            } else {
+                Ok(())
+            }
+        })));
         let error = manager
             .create_container(&machine(), "bookworm", &network)
             .unwrap_err();
@@ -121,7 +127,7 @@ fn failure_after_each_step_undone() {
         assert!(!container_dir.exists(), "{step}: directory left");
     }
 
-    *manager.fail_after.lock().unwrap() = None;
+    manager.set_fault_hook(None);
     let (instance, _) = manager
         .create_container(&machine(), "bookworm", &network)
         .unwrap();
