@@ -48,8 +48,8 @@ pub struct GuestImage {
     pub kernel: PathBuf,
     /// Its initramfs.
     pub initrd: PathBuf,
-    /// Time `build.sh` took: a few hundred milliseconds when the image was
-    /// cached, minutes when it was built.
+    /// Time `build.sh` took: well under a second when the image was cached,
+    /// one to five minutes when it was built.
     pub elapsed: Duration,
 }
 
@@ -110,7 +110,11 @@ pub fn guest_image() -> GuestImage {
         &image.kernel,
         &image.initrd,
     ] {
-        assert!(path.is_file(), "build.sh output {} is missing", path.display());
+        assert!(
+            path.is_file(),
+            "build.sh output {} is missing",
+            path.display()
+        );
     }
     image
 }
@@ -243,7 +247,15 @@ impl ToolsServer {
         // the child's PID is the server's.
         let log_file = fs::File::create(&log).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", netns, "/usr/bin/python3", "-u", "-m", "http.server"])
+            .args([
+                "netns",
+                "exec",
+                netns,
+                "/usr/bin/python3",
+                "-u",
+                "-m",
+                "http.server",
+            ])
             .arg(TOOLS_PORT.to_string())
             .args(["--bind", &address.to_string(), "--directory"])
             .arg(root)

@@ -1,8 +1,9 @@
 //! Tier 4: berth's LXC manager runs a real Debian bookworm guest (systemd
 //! and cloud-init, built by guest-image/build.sh and cached under
-//! /var/cache/berth-test/guest) and the user data berth wrote does inside
-//! it what it says: hostname, keys, nonce, agent configuration, tools
-//! download with its SHA-256 check, and the agent's systemd unit.
+//! /var/cache/berth-test/guest), and the test checks that the user data
+//! berth wrote has its documented effects inside it: hostname, keys, nonce,
+//! agent configuration, tools download with its SHA-256 check, and the
+//! agent's systemd unit.
 //!
 //! The container sits on a test bridge with no uplink and a static
 //! address. The agent tools come from an HTTP server in a network
@@ -109,7 +110,10 @@ fn debian_container_runs_agent() {
         "eth0 lacks its static address"
     );
     let keys = inside(&["cat", "/home/debian/.ssh/authorized_keys"]);
-    assert!(keys.lines().any(|line| line == KEY), "authorized keys: {keys}");
+    assert!(
+        keys.lines().any(|line| line == KEY),
+        "authorized keys: {keys}"
+    );
     assert_eq!(
         inside(&["cat", "/var/lib/juju/nonce.txt"]).trim_end(),
         good.machine_nonce
@@ -147,7 +151,10 @@ fn debian_container_runs_agent() {
     let marker = format!("/var/lib/juju/{FAKE_JUJUD_MARKER}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !try_attach(&lxc_path, name, &["test", "-e", &marker]).success {
-        assert!(Instant::now() < deadline, "the fake jujud wrote no {marker}");
+        assert!(
+            Instant::now() < deadline,
+            "the fake jujud wrote no {marker}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
@@ -156,7 +163,10 @@ fn debian_container_runs_agent() {
     );
     let output_log = inside(&["cat", "/var/log/cloud-init-output.log"]);
     for line in [
-        format!("install agent: SHA-256 of agent tools matches {}", tools.sha256),
+        format!(
+            "install agent: SHA-256 of agent tools matches {}",
+            tools.sha256
+        ),
         "install agent: started jujud-machine-0.service".to_owned(),
     ] {
         assert!(output_log.contains(&line), "no {line:?} in:\n{output_log}");
@@ -174,7 +184,7 @@ fn debian_container_runs_agent() {
     );
 
     // A wrong SHA-256: the install script rejects the download, so neither
-    // the tools nor the agent appear, and the output log says why.
+    // the tools nor the agent appear, and the output log gives the reason.
     let wrong = "0".repeat(64);
     let bad = guest_machine("1", "10.251.1.11/24", &url, &wrong, tools.size);
     let bad_name = "juju-machine-1";
@@ -209,7 +219,12 @@ fn debian_container_runs_agent() {
         "the agent started despite the wrong SHA-256"
     );
     assert!(
-        !bad_inside(&["test", "-e", &format!("/var/lib/juju/tools/{TOOLS_VERSION}")]).success,
+        !bad_inside(&[
+            "test",
+            "-e",
+            &format!("/var/lib/juju/tools/{TOOLS_VERSION}")
+        ])
+        .success,
         "rejected tools were unpacked"
     );
     let output_log = bad_inside(&["cat", "/var/log/cloud-init-output.log"]).stdout;

@@ -1,7 +1,8 @@
 //! Tier 4: berth's libvirt manager boots a real Debian bookworm guest
 //! (systemd and cloud-init, built by guest-image/build.sh and cached under
-//! /var/cache/berth-test/guest) under software emulation, and the user
-//! data berth put on the seed disk does inside it what it says.
+//! /var/cache/berth-test/guest) under software emulation, and the test
+//! checks that the user data berth put on the seed disk has its documented
+//! effects inside it.
 //!
 //! The guest boots Debian's cloud kernel directly, with its root file
 //! system on the first virtio disk. A service baked into the image waits
@@ -54,7 +55,8 @@ const NETNS: &str = "berth-test-guest-vm";
 /// Host end of the tools server's veth.
 const SERVER_VETH: &str = "berthtgs0";
 const SERVER_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 251, 2, 1);
-/// Software emulation on a busy CI host; about 40 s on an idle one.
+/// Allows for software emulation on a busy CI host. Boot and cloud-init
+/// took 40 to 110 s on a 2-core host under load.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBerthGuestKey tester@berth";
 /// Direct kernel boot of the image's cloud kernel: the root file system
@@ -276,8 +278,8 @@ fn debian_vm_runs_agent() {
     manager.destroy_container(&instance.id).unwrap();
 
     // A wrong SHA-256: the install script rejects the download, so no tools
-    // and no agent, cloud-init reports an error, and the output log says
-    // why.
+    // and no agent appear, cloud-init reports an error, and the output log
+    // gives the reason.
     let wrong = "0".repeat(64);
     let bad = guest_machine("1", "10.251.2.11/24", &url, &wrong, tools.size);
     let bad_name = "berthguest-machine-1";
