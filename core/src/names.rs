@@ -9,6 +9,9 @@ use crate::error::InvalidValue;
 /// Maximum length of a hostname label (RFC 1035).
 pub const MAX_NAME_LEN: usize = 63;
 
+/// Prefix of a machine tag: machine `1/lxc/0` has tag `machine-1-lxc-0`.
+pub const MACHINE_TAG_PREFIX: &str = "machine-";
+
 /// Checks that `value` is a valid hostname label: ASCII letters, digits and
 /// `-`, starting with a letter, not ending with `-`, at most
 /// [`MAX_NAME_LEN`] characters. `field` names the value in the error.
@@ -58,6 +61,19 @@ pub fn validate_container_name(name: &str) -> Result<(), InvalidValue> {
 pub fn validate_machine_id(id: &str) -> Result<(), InvalidValue> {
     let rule = "must be a number followed by any number of /<container type>/<number> parts, such as 1/lxc/0";
     let reject = || Err(InvalidValue::new("machine id", id, rule));
+    // The tag `machine-<id>` becomes a hostname when no container name is
+    // known, so it must fit a hostname label.
+    let max_len = MAX_NAME_LEN - MACHINE_TAG_PREFIX.len();
+    if id.len() > max_len {
+        return Err(InvalidValue::new(
+            "machine id",
+            id,
+            format!(
+                "is {} characters long, but at most {max_len} fit the tag {MACHINE_TAG_PREFIX}<id> in a hostname label",
+                id.len()
+            ),
+        ));
+    }
     let parts: Vec<&str> = id.split('/').collect();
     if parts.len().is_multiple_of(2) {
         return reject();
@@ -81,7 +97,7 @@ pub fn validate_machine_id(id: &str) -> Result<(), InvalidValue> {
 /// into `-` (`1/lxc/0` becomes `machine-1-lxc-0`).
 pub fn machine_tag(id: &str) -> Result<String, InvalidValue> {
     validate_machine_id(id)?;
-    Ok(format!("machine-{}", id.replace('/', "-")))
+    Ok(format!("{MACHINE_TAG_PREFIX}{}", id.replace('/', "-")))
 }
 
 /// Returns the container name of machine `machine_id` under manager
@@ -161,6 +177,17 @@ mod tests {
         assert_eq!(error.field, "container name");
         assert!(error.rule.contains("64 characters"), "{error}");
         assert!(error.rule.contains("at most 63"), "{error}");
+    }
+
+    #[test]
+    fn machine_id_length_fits_tag() {
+        // "machine-" leaves 55 characters of a 63-character label.
+        let longest = format!("1{}", "/lxc/1".repeat(9));
+        assert_eq!(longest.len(), 55);
+        assert_eq!(machine_tag(&longest).unwrap().len(), 63);
+        let too_long = format!("{longest}0");
+        let error = validate_machine_id(&too_long).unwrap_err();
+        assert!(error.rule.contains("at most 55"), "{error}");
     }
 
     #[test]
