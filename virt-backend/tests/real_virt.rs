@@ -148,7 +148,13 @@ fn vm_boots_and_reads_its_seed() {
         log.contains(&format!("{MARK} nic 02:16:3e:aa:bb:01 mtu 9000")),
         "{log}"
     );
-    assert!(!log.contains("failed"), "{log}");
+    // The init script marks its own failures; the kernel's messages may
+    // hold the word (such as "Fast TSC calibration failed") harmlessly.
+    let init_failures: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(MARK) && line.contains("failed"))
+        .collect();
+    assert!(init_failures.is_empty(), "{init_failures:?}\n{log}");
     assert_eq!(bridge.mtu(), 9000);
 
     // The running domain as libvirt reports it matches what berth wrote.
