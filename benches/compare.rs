@@ -1,6 +1,8 @@
 //! Side-by-side comparison of berth with the tools an agent would otherwise
 //! shell out to, in one run on one host, the contenders alternating in
-//! every iteration (the order rotates, so neither always runs first).
+//! every iteration. The order runs through every permutation, so each
+//! contender follows each other equally often, and the run pauses
+//! `BB_SETTLE_MS` (default 200) before each contender.
 //!
 //! - LXC: berth's `LxcManager` against the lxc command-line tools
 //!   (`lxc-copy -s -B overlay` of a template, seed written in-process,
@@ -14,16 +16,17 @@
 //!   `start`; `virsh destroy`, `undefine`, `vol-delete`; `qemu:///system`,
 //!   software emulation, Debian's cloud kernel with a busybox initramfs.
 //!
-//! Run as root: `cargo bench --bench compare`. Environment: `BB_ITERATIONS`
-//! (LXC iterations, default 20), `BB_VM_ITERATIONS` (default 10),
-//! `BB_COMPARE` (a comma-separated list of `lxc`, `virt` and `start`;
-//! default `lxc,virt`). Medians and
+//! Run as root: `cargo bench --bench compare`. Environment: `BB_COMPARE`
+//! (a comma-separated list of `lxc`, `virt` and `start`; default
+//! `lxc,virt`), `BB_ITERATIONS` (LXC iterations, default 20),
+//! `BB_VM_ITERATIONS` (default 10), `BB_INCUS=0` (leave Incus out; the
+//! result then goes to `compare-lxc-without-incus.json`). Medians and
 //! ratios are printed and written to `benches/results/compare-<part>.json`.
 
 mod common;
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use berth_core::{InstanceId, Manager, render_user_data_for_host};
 use berth_lxc::container::Container;
@@ -45,13 +48,22 @@ fn main() {
             "virt" => compare_virt(env_number("BB_VM_ITERATIONS", 10)),
             other => panic!("BB_COMPARE contains {other:?}; expected lxc, start or virt"),
         };
-        write_result(part, result);
+        let without_incus = part == "lxc" && std::env::var("BB_INCUS").as_deref() == Ok("0");
+        write_result(
+            if without_incus {
+                "lxc-without-incus"
+            } else {
+                part
+            },
+            result,
+        );
     }
 }
 
 /// Writes `result`, with the host facts, to `benches/results/compare-<part>.json`.
 fn write_result(part: &str, result: serde_json::Value) {
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/results/compare-{part}.json"));
+    let out =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/results/compare-{part}.json"));
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let document = serde_json::json!({ "host": common::host::facts(), "result": result });
     std::fs::write(&out, serde_json::to_string_pretty(&document).unwrap()).unwrap();
@@ -78,7 +90,11 @@ fn compare_lxc(iterations: usize) -> serde_json::Value {
     let manager = env.manager();
     let network = env.network();
     let tools = ToolsPeer::setup(&env.base, &rootfs, &env.bridge, &env.log_dir());
-    let mut incus = match IncusPeer::setup(&env.base, &rootfs) {
+    let mut incus = match std::env::var("BB_INCUS").as_deref() {
+        Ok("0") => None,
+        _ => Some(IncusPeer::setup(&env.base, &rootfs)),
+    };
+    let mut incus = match incus.take().unwrap_or(Err("left out by BB_INCUS=0".into())) {
         Ok(peer) => Some(peer),
         Err(reason) => {
             say(&format!("Incus left out: {reason}"));
@@ -91,21 +107,25 @@ fn compare_lxc(iterations: usize) -> serde_json::Value {
     let mut tool_samples = Samples::default();
     let mut incus_samples = Samples::default();
     let step_times = StepTimes::default();
+    let settle = Duration::from_millis(env_number("BB_SETTLE_MS", 200) as u64);
 
     // Iteration 0 is a warm-up, not recorded: it builds berth's template
     // and fills the page cache for every contender.
     for iteration in 0..=iterations {
-        let mut order = vec![Contender::Berth, Contender::Tools];
+        let mut contenders = vec![Contender::Berth, Contender::Tools];
         if incus.is_some() {
-            order.push(Contender::Incus);
+            contenders.push(Contender::Incus);
         }
-        let turns = order.len();
-        order.rotate_left(iteration % turns);
+        let order = permutation(&contenders, iteration);
         let id = iteration.to_string();
         let mut berth_run = Samples::default();
         let mut tools_run = Samples::default();
         let mut incus_run = Samples::default();
         for contender in order {
+            // Tearing down a container leaves work to the kernel (network
+            // namespaces are freed asynchronously); let it finish so that it
+            // is not charged to whoever runs next.
+            std::thread::sleep(settle);
             match contender {
                 Contender::Berth => {
                     let machine = machine(&id);
@@ -223,7 +243,9 @@ fn compare_lxc(iterations: usize) -> serde_json::Value {
 /// the rest of a create. The containers are berth's clones with berth's
 /// configuration, made by one berth create each and then stopped.
 fn compare_start(iterations: usize) -> serde_json::Value {
-    say(&format!("== start and stop of one container: liblxc in-process vs lxc-start/lxc-stop, {iterations} iterations"));
+    say(&format!(
+        "== start and stop of one container: liblxc in-process vs lxc-start/lxc-stop, {iterations} iterations"
+    ));
     let env = LxcEnv::new("cst");
     let manager = env.manager();
     let network = env.network();
@@ -233,7 +255,9 @@ fn compare_start(iterations: usize) -> serde_json::Value {
     for iteration in 0..=iterations {
         let id = iteration.to_string();
         let name = env.container_name(&id);
-        manager.create_container(&machine(&id), "bookworm", &network).unwrap();
+        manager
+            .create_container(&machine(&id), "bookworm", &network)
+            .unwrap();
         let container = Container::new(&name, &lxc_path).unwrap();
         container.stop().unwrap();
         let mut run = Samples::default();
@@ -246,12 +270,20 @@ fn compare_start(iterations: usize) -> serde_json::Value {
                 container.stop().unwrap();
                 run.add("in-process stop", started.elapsed());
             } else {
-                run.add("lxc-start", common::timed_run("lxc-start", &["-P", &path, "-n", &name]));
-                run.add("lxc-stop -k", common::timed_run("lxc-stop", &["-P", &path, "-n", &name, "-k"]));
+                run.add(
+                    "lxc-start",
+                    common::timed_run("lxc-start", &["-P", &path, "-n", &name]),
+                );
+                run.add(
+                    "lxc-stop -k",
+                    common::timed_run("lxc-stop", &["-P", &path, "-n", &name, "-k"]),
+                );
             }
         }
         drop(container);
-        manager.destroy_container(&InstanceId::new(name.as_str()).unwrap()).unwrap();
+        manager
+            .destroy_container(&InstanceId::new(name.as_str()).unwrap())
+            .unwrap();
         if iteration > 0 {
             merge(&mut samples, &run, &[]);
         }
@@ -267,6 +299,22 @@ fn compare_start(iterations: usize) -> serde_json::Value {
     drop(manager);
     drop(env);
     samples.summary_json()
+}
+
+/// Returns permutation number `index` (modulo their count) of `items`, so
+/// that over consecutive indices each item runs before and after each other
+/// item equally often.
+fn permutation<T: Copy>(items: &[T], index: usize) -> Vec<T> {
+    let mut remaining = items.to_vec();
+    let mut order = Vec::with_capacity(items.len());
+    let count: usize = (1..=items.len()).product();
+    let mut rank = index % count;
+    for left in (1..=items.len()).rev() {
+        let block: usize = (1..left).product();
+        order.push(remaining.remove(rank / block));
+        rank %= block;
+    }
+    order
 }
 
 /// Adds the samples of `run` to `all`: only `steps`, or every step when
@@ -428,4 +476,3 @@ fn median_of_sums(samples: &Samples, steps: &[&str]) -> f64 {
         .collect();
     common::stats::percentile(&sums, 50.0)
 }
-

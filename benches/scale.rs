@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use berth_core::{InstanceId, Manager};
 use berth_lxc::container::Container;
-use common::lxc::LxcEnv;
+use common::lxc::{LxcEnv, StepTimes};
 use common::peers::say;
 use common::stats::{Samples, percentile, summary};
 use common::{env_number, init_logs, machine, ms, require_root};
@@ -179,6 +179,8 @@ fn density(env: &LxcEnv, max: usize) -> serde_json::Value {
     let mut names = Vec::new();
     let mut creates = Vec::new();
     let mut checkpoints = Vec::new();
+    let step_times = StepTimes::default();
+    let mut steps_since_mark = Samples::default();
     let marks: Vec<usize> = [10, 100, max]
         .into_iter()
         .filter(|mark| *mark <= max)
@@ -187,7 +189,7 @@ fn density(env: &LxcEnv, max: usize) -> serde_json::Value {
         let id = index.to_string();
         let started = Instant::now();
         manager
-            .create_container(&machine(&id), "bookworm", &network)
+            .create_container_with_progress(&machine(&id), "bookworm", &network, &step_times)
             .unwrap_or_else(|error| {
                 panic!(
                     "create container {index}: {}",
@@ -195,6 +197,9 @@ fn density(env: &LxcEnv, max: usize) -> serde_json::Value {
                 )
             });
         creates.push(ms(started.elapsed()));
+        for (step, elapsed) in step_times.take() {
+            steps_since_mark.add(step, elapsed);
+        }
         names.push(env.container_name(&id));
         if !marks.contains(&index) {
             continue;
@@ -223,6 +228,12 @@ fn density(env: &LxcEnv, max: usize) -> serde_json::Value {
         }
         let recent = &creates[creates.len().saturating_sub(10)..];
         say(&format!(
+            "  {index:>4} running: step p50 since the previous mark: clone {:.1} ms, start {:.1} ms, validate {:.2} ms",
+            steps_since_mark.median("clone"),
+            steps_since_mark.median("start"),
+            steps_since_mark.median("validate"),
+        ));
+        say(&format!(
             "  {index:>4} running: create p50 of last 10 {:.1} ms, list p50 {:.1} ms, host {:.0} KiB/container, \
              beyond own {:.0} KiB, monitor PSS {:.0} KiB",
             percentile(recent, 50.0),
@@ -236,6 +247,7 @@ fn density(env: &LxcEnv, max: usize) -> serde_json::Value {
             "memory_per_container": memory,
             "list": summary(&lists),
             "create_last_10": summary(recent),
+            "create_steps_since_previous": std::mem::take(&mut steps_since_mark).summary_json(),
         }));
     }
 
@@ -315,11 +327,17 @@ fn churn(env: &LxcEnv, seconds: u64) -> serde_json::Value {
                 .map(|_| {
                     scope.spawn(|| {
                         let mut samples = Samples::default();
+                        let step_times = StepTimes::default();
                         while !stop.load(Ordering::Relaxed) {
                             let id = next_id.fetch_add(1, Ordering::Relaxed).to_string();
                             let cycle = Instant::now();
                             manager
-                                .create_container(&machine(&id), "bookworm", &network)
+                                .create_container_with_progress(
+                                    &machine(&id),
+                                    "bookworm",
+                                    &network,
+                                    &step_times,
+                                )
                                 .unwrap_or_else(|error| {
                                     panic!(
                                         "create {id}: {}",
@@ -327,6 +345,9 @@ fn churn(env: &LxcEnv, seconds: u64) -> serde_json::Value {
                                     )
                                 });
                             samples.add("create", cycle.elapsed());
+                            for (step, elapsed) in step_times.take() {
+                                samples.add(&format!("create step {step}"), elapsed);
+                            }
                             let destroy = Instant::now();
                             manager
                                 .destroy_container(
