@@ -62,7 +62,7 @@ def main():
     host = data["host"]
     figure.suptitle(
         f"{host['nproc']} CPUs, {host['memory_mib'] // 1024} GiB, kernel {host['kernel']}, "
-        f"liblxc {host['liblxc']}, load average {host.get('loadavg', '?').split()[0]} at the end",
+        f"liblxc {host['liblxc']}, 1-minute load average {host.get('loadavg', '?').split()[0]} when the run started",
         fontsize=9,
     )
     figure.tight_layout()
