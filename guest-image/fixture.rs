@@ -194,10 +194,19 @@ pub struct ToolsServer {
 
 impl ToolsServer {
     /// Removes the namespace and veth that a crashed earlier run of the
-    /// same test left. Deleting the namespace deletes the veth end inside
+    /// same test left, after killing the server processes still running in
+    /// that namespace. Deleting the namespace deletes the veth end inside
     /// it, and with it the host end, once no process runs there.
     pub fn remove_leftovers(netns: &str, veth: &str) {
         if Path::new("/run/netns").join(netns).exists() {
+            let pids = Command::new("ip")
+                .args(["netns", "pids", netns])
+                .output()
+                .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+                .unwrap_or_default();
+            for pid in pids.split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
             let _ = Command::new("ip").args(["netns", "del", netns]).status();
         }
         if Path::new("/sys/class/net").join(veth).exists() {

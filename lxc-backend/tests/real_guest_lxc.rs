@@ -50,16 +50,31 @@ fn guest_machine(id: &str, address: &str, url: &str, sha256: &str, size: u64) ->
     machine
 }
 
-/// Waits until cloud-init in `name` has finished and returns `cloud-init
-/// status` output.
+/// Waits until cloud-init in `name` has finished, with status done or
+/// error, and returns `cloud-init status` output. `cloud-init status
+/// --wait` returns at once while systemd is still starting, before
+/// cloud-init's generator has enabled it, so the wait repeats.
 fn wait_for_cloud_init(env: &TestEnv, name: &str) -> String {
-    let waited = try_attach(&env.lxc_path(), name, &["cloud-init", "status", "--wait"]);
-    assert!(
-        !waited.stdout.is_empty(),
-        "cloud-init status --wait in {name} printed nothing: {}",
-        waited.stderr
-    );
-    try_attach(&env.lxc_path(), name, &["cloud-init", "status"]).stdout
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        try_attach(&env.lxc_path(), name, &["cloud-init", "status", "--wait"]);
+        let attached = try_attach(&env.lxc_path(), name, &["cloud-init", "status"]);
+        let status = attached.stdout.trim().to_owned();
+        if status == "status: done" || status == "status: error" {
+            if !seen.is_empty() {
+                println!("cloud-init in {name} reported {seen:?} before {status:?}");
+            }
+            return status;
+        }
+        assert!(
+            started.elapsed() < BOOT_TIMEOUT,
+            "cloud-init in {name} did not finish within {BOOT_TIMEOUT:?}: {status:?} {}",
+            attached.stderr
+        );
+        seen.push(status);
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -102,8 +117,14 @@ fn debian_container_runs_agent() {
         image.elapsed.as_secs_f64()
     );
 
-    assert_eq!(status.trim(), "status: done", "cloud-init in {name}");
     let inside = |command: &[&str]| attach(&lxc_path, name, command);
+    assert_eq!(
+        status,
+        "status: done",
+        "cloud-init in {name}: {}\n{}",
+        try_attach(&lxc_path, name, &["cloud-init", "status", "--long"]).stdout,
+        try_attach(&lxc_path, name, &["cat", "/var/log/cloud-init-output.log"]).stdout
+    );
     assert_eq!(inside(&["hostname"]).trim(), name);
     assert!(
         inside(&["ip", "-4", "-o", "addr", "show", "eth0"]).contains("10.251.1.10/24"),
@@ -204,8 +225,7 @@ fn debian_container_runs_agent() {
     );
     let bad_inside = |command: &[&str]| try_attach(&lxc_path, bad_name, command);
     assert_eq!(
-        status.trim(),
-        "status: error",
+        status, "status: error",
         "the failed install is not reported as a cloud-init error"
     );
     assert_ne!(
