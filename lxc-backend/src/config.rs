@@ -37,8 +37,14 @@ pub const KEY_IMAGE_CACHE_DIR: &str = "image-cache-dir";
 pub const KEY_IMAGE_OS: &str = "image-os";
 /// Variant of simplestreams products. Default [`DEFAULT_IMAGE_VARIANT`].
 pub const KEY_IMAGE_VARIANT: &str = "image-variant";
-/// Backing store of clones: `overlay` (the default, an overlay snapshot of
-/// the template) or `copy` (a full copy).
+/// Backing store of clones: `auto` (the default: `btrfs` when the lxc path
+/// is on btrfs, else `overlay`), `overlay` (an overlay snapshot of the
+/// template), `btrfs` (a btrfs snapshot of the template's subvolume, only
+/// when the lxc path is on btrfs) or `copy` (a full copy).
+///
+/// NOTE: zfs and LVM snapshots are not supported: they have not been built
+/// or tested, because the test hosts have no zfs module and no LVM volume
+/// group.
 pub const KEY_BACKING_STORE: &str = "backing-store";
 /// Seconds a destroy waits for a clean shutdown before it kills the
 /// container. Default [`DEFAULT_SHUTDOWN_TIMEOUT`]; 0 kills at once.
@@ -69,8 +75,14 @@ pub const IMAGE_CACHE_DIR_NAME: &str = ".berth-images";
 /// Backing store of a clone's root file system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackingStore {
+    /// [`BackingStore::Btrfs`] when the lxc path is on btrfs, else
+    /// [`BackingStore::Overlay`], decided at each create.
+    Auto,
     /// An overlay snapshot of the template's root file system.
     Overlay,
+    /// A btrfs snapshot of the template's root file system, which is a
+    /// subvolume.
+    Btrfs,
     /// A full copy of the template's root file system.
     Copy,
 }
@@ -243,16 +255,18 @@ impl Settings {
         let image_os = config.pop_value(KEY_IMAGE_OS).filter(|os| !os.is_empty());
         let image_variant = config.pop_or(KEY_IMAGE_VARIANT, DEFAULT_IMAGE_VARIANT);
 
-        let backing_store = match config.pop_or(KEY_BACKING_STORE, "overlay").as_str() {
+        let backing_store = match config.pop_or(KEY_BACKING_STORE, "auto").as_str() {
+            "auto" => BackingStore::Auto,
             "overlay" => BackingStore::Overlay,
+            "btrfs" => BackingStore::Btrfs,
             "copy" => BackingStore::Copy,
             other => {
                 note(Err(InvalidValue::new(
                     KEY_BACKING_STORE,
                     other,
-                    "must be 'overlay' or 'copy'",
+                    "must be 'auto', 'overlay', 'btrfs' or 'copy'",
                 )));
-                BackingStore::Overlay
+                BackingStore::Auto
             }
         };
         let shutdown_timeout = parse_seconds(
@@ -350,7 +364,7 @@ mod tests {
             settings.image_cache_dir,
             Path::new("/tmp/berth-lxc/.berth-images")
         );
-        assert_eq!(settings.backing_store, BackingStore::Overlay);
+        assert_eq!(settings.backing_store, BackingStore::Auto);
         assert_eq!(settings.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
         assert!(settings.autostart);
         assert!(settings.extra_config.is_empty());

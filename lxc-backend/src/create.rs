@@ -50,6 +50,7 @@ struct Plan {
     items: Vec<(String, String)>,
     hardware: HardwareCharacteristics,
     series: String,
+    clone_kind: template::CloneKind,
 }
 
 /// Something a create made, and so must remove when it fails.
@@ -135,15 +136,21 @@ fn run(
         let before_publish = |building: &str| -> std::result::Result<(), BoxError> {
             Ok(manager.fault_template_built(building)?)
         };
-        template::ensure_template_checked(&settings.lxc_path, &image, progress, &before_publish)
-            .map_err(step(Step::Template))
+        template::ensure_template_checked(
+            &settings.lxc_path,
+            &image,
+            plan.clone_kind,
+            progress,
+            &before_publish,
+        )
+        .map_err(step(Step::Template))
     })?
     .0;
     manager.fault_after(name, Step::Template)?;
 
     let container = run_step(progress, name, Step::Clone, || {
         undo.push(Undo::Clone);
-        let snapshot = settings.backing_store == crate::config::BackingStore::Overlay;
+        let snapshot = plan.clone_kind != template::CloneKind::Copy;
         template::clone_template(&settings.lxc_path, &template_name, name, snapshot)
             .map_err(step(Step::Clone))
     })?;
@@ -372,6 +379,15 @@ fn plan(
     }
 
     let mut problems = Vec::new();
+    let clone_kind = match template::resolve_clone_kind(settings.backing_store, &settings.lxc_path)
+    {
+        Ok(kind) => kind,
+        Err(Error::Invalid(problem)) => {
+            problems.push(problem);
+            template::CloneKind::Overlay
+        }
+        Err(error) => return Err(error),
+    };
     check_host_device(network, &mut problems)?;
     let log_target = machine
         .log_dir
@@ -434,6 +450,7 @@ fn plan(
         items,
         hardware,
         series,
+        clone_kind,
     })
 }
 

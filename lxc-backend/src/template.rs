@@ -10,6 +10,12 @@
 //!
 //! Template names start with `_`, which no container name can, so they
 //! never collide with a manager's containers or show up in its list.
+//!
+//! A template's root file system is a plain directory, which overlay
+//! snapshots and full copies start from, or a btrfs subvolume, which btrfs
+//! snapshots start from. liblxc 5.0 can snapshot neither kind into the
+//! other, so an image on a btrfs lxc path can have one template of each
+//! kind, and the subvolume template's name ends in [`BTRFS_SUFFIX`].
 
 use std::fs::{self, File};
 use std::io;
@@ -17,10 +23,13 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use berth_core::InvalidValue;
 use berth_core::error::BoxError;
 use berth_core::progress::Progress;
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+use nix::sys::statfs::{BTRFS_SUPER_MAGIC, statfs};
 
+use crate::config::{BackingStore, KEY_BACKING_STORE};
 use crate::container::{Container, clone_flags};
 use crate::image::ResolvedImage;
 
@@ -30,10 +39,96 @@ pub const TEMPLATE_PREFIX: &str = "_berth-template-";
 pub const BUILDING_PREFIX: &str = "_berth-building-";
 /// Directory of template lock files inside the lxc path.
 pub const LOCK_DIR: &str = ".berth-locks";
+/// Ending of the names of templates whose root file system is a btrfs
+/// subvolume. Image slugs contain no `.`, so no slug ends in it.
+pub const BTRFS_SUFFIX: &str = ".btrfs";
 
-/// Returns the name of the template of the image with `slug`.
+/// How a container's root file system is made from its template's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloneKind {
+    /// An overlay snapshot of a directory template.
+    Overlay,
+    /// A btrfs snapshot of a subvolume template.
+    Btrfs,
+    /// A full copy of a directory template.
+    Copy,
+}
+
+impl CloneKind {
+    /// Returns whether the template of this kind of clone is a btrfs
+    /// subvolume.
+    pub fn needs_subvolume(self) -> bool {
+        self == CloneKind::Btrfs
+    }
+}
+
+/// Chooses the clone kind of the configured `requested` backing store for
+/// an lxc path that is on btrfs or not. Rejects `btrfs` off btrfs.
+pub fn choose_clone_kind(
+    requested: BackingStore,
+    lxc_path: &Path,
+    on_btrfs: bool,
+) -> Result<CloneKind, InvalidValue> {
+    match (requested, on_btrfs) {
+        (BackingStore::Auto, true) | (BackingStore::Btrfs, true) => Ok(CloneKind::Btrfs),
+        (BackingStore::Auto, false) | (BackingStore::Overlay, _) => Ok(CloneKind::Overlay),
+        (BackingStore::Copy, _) => Ok(CloneKind::Copy),
+        (BackingStore::Btrfs, false) => Err(InvalidValue::new(
+            KEY_BACKING_STORE,
+            "btrfs",
+            format!(
+                "needs the lxc path on a btrfs file system, and {} is not on one; use 'auto', 'overlay' or 'copy'",
+                lxc_path.display()
+            ),
+        )),
+    }
+}
+
+/// Returns whether `path` is on a btrfs file system. A path that does not
+/// exist yet is judged by its nearest existing ancestor, where it will be
+/// created.
+pub fn is_on_btrfs(path: &Path) -> io::Result<bool> {
+    let mut candidate = path;
+    loop {
+        match statfs(candidate) {
+            Ok(stats) => return Ok(stats.filesystem_type() == BTRFS_SUPER_MAGIC),
+            Err(nix::errno::Errno::ENOENT) => match candidate.parent() {
+                Some(parent) => candidate = parent,
+                None => return Err(io::Error::from(nix::errno::Errno::ENOENT)),
+            },
+            Err(errno) => return Err(io::Error::from(errno)),
+        }
+    }
+}
+
+/// Chooses the clone kind of `requested` for `lxc_path`, looking up the
+/// file system of the lxc path.
+pub fn resolve_clone_kind(
+    requested: BackingStore,
+    lxc_path: &Path,
+) -> berth_core::Result<CloneKind> {
+    let on_btrfs = match requested {
+        BackingStore::Auto | BackingStore::Btrfs => is_on_btrfs(lxc_path).map_err(|error| {
+            berth_core::Error::io("look up the file system of", lxc_path, error)
+        })?,
+        BackingStore::Overlay | BackingStore::Copy => false,
+    };
+    Ok(choose_clone_kind(requested, lxc_path, on_btrfs)?)
+}
+
+/// Returns the name of the directory template of the image with `slug`.
 pub fn template_name(slug: &str) -> String {
     format!("{TEMPLATE_PREFIX}{slug}")
+}
+
+/// Returns the name of the template of the image with `slug` that clones
+/// of `kind` are made from.
+pub fn template_name_for(slug: &str, kind: CloneKind) -> String {
+    if kind.needs_subvolume() {
+        format!("{TEMPLATE_PREFIX}{slug}{BTRFS_SUFFIX}")
+    } else {
+        template_name(slug)
+    }
 }
 
 /// Returns true when `name` is a template's or a template in the making.
@@ -103,14 +198,16 @@ fn template_exists(lxc_path: &Path, template: &str) -> bool {
 
 static BUILD_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Returns the name of the template of `image` in `lxc_path`, building it
-/// first when it does not exist. Returns whether this call built it.
+/// Returns the name of the template of `image` in `lxc_path` that clones
+/// of `kind` are made from, building it first when it does not exist.
+/// Returns whether this call built it.
 pub fn ensure_template(
     lxc_path: &Path,
     image: &ResolvedImage,
+    kind: CloneKind,
     progress: &dyn Progress,
 ) -> Result<(String, bool), BoxError> {
-    ensure_template_checked(lxc_path, image, progress, &|_| Ok(()))
+    ensure_template_checked(lxc_path, image, kind, progress, &|_| Ok(()))
 }
 
 /// Does what [`ensure_template`] does, and calls `before_publish` with the
@@ -120,10 +217,13 @@ pub fn ensure_template(
 pub(crate) fn ensure_template_checked(
     lxc_path: &Path,
     image: &ResolvedImage,
+    kind: CloneKind,
     progress: &dyn Progress,
     before_publish: &dyn Fn(&str) -> Result<(), BoxError>,
 ) -> Result<(String, bool), BoxError> {
-    let template = template_name(&image.slug);
+    let template = template_name_for(&image.slug, kind);
+    // The slug, with the ending of a subvolume template.
+    let key = &template[TEMPLATE_PREFIX.len()..];
     if template_exists(lxc_path, &template) {
         return Ok((template, false));
     }
@@ -131,16 +231,16 @@ pub(crate) fn ensure_template_checked(
     if template_exists(lxc_path, &template) {
         return Ok((template, false));
     }
-    remove_stale_builds(lxc_path, &image.slug)?;
+    remove_stale_builds(lxc_path, key)?;
 
     let building = format!(
-        "{BUILDING_PREFIX}{}-{}-{}",
-        image.slug,
+        "{BUILDING_PREFIX}{key}-{}-{}",
         std::process::id(),
         BUILD_COUNTER.fetch_add(1, Ordering::Relaxed)
     );
     let build_dir = lxc_path.join(&building);
-    let result = build(lxc_path, &building, &template, image, progress)
+    let subvolume = kind.needs_subvolume();
+    let result = build(lxc_path, &building, &template, image, subvolume, progress)
         .and_then(|()| before_publish(&building));
     crate::container::remove_lock_file(lxc_path, &building);
     if let Err(error) = result {
@@ -170,6 +270,7 @@ fn build(
     building: &str,
     template: &str,
     image: &ResolvedImage,
+    subvolume: bool,
     progress: &dyn Progress,
 ) -> Result<(), BoxError> {
     let build_dir = lxc_path.join(building);
@@ -178,30 +279,42 @@ fn build(
         .mode(0o770)
         .create(&build_dir)
         .map_err(io_error("create template directory", &build_dir))?;
-    fs::DirBuilder::new()
-        .mode(0o755)
-        .create(&rootfs)
-        .map_err(io_error("create template rootfs", &rootfs))?;
+    if subvolume {
+        btrfs::create_subvolume(&build_dir, "rootfs")
+            .map_err(io_error("create btrfs subvolume", &rootfs))?;
+        fs::set_permissions(&rootfs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(io_error("set the mode of", &rootfs))?;
+    } else {
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&rootfs)
+            .map_err(io_error("create template rootfs", &rootfs))?;
+    }
     image.unpack(&rootfs, progress)?;
 
     // The configuration already names the final directory, so the rename
-    // that publishes the template leaves it correct.
+    // that publishes the template leaves it correct. The storage type
+    // prefix tells liblxc to snapshot a subvolume with btrfs ioctls.
     let final_rootfs = lxc_path.join(template).join("rootfs");
+    let storage = if subvolume { "btrfs" } else { "dir" };
     let container = Container::new(building, lxc_path)?;
     container.set_config_item(
         "lxc.rootfs.path",
-        &format!("dir:{}", final_rootfs.display()),
+        &format!("{storage}:{}", final_rootfs.display()),
     )?;
     container.set_config_item("lxc.uts.name", template)?;
     container.save_config(None)?;
     Ok(())
 }
 
-/// Deletes template builds of `slug` that a process left behind when it
-/// died, with liblxc's lock files of them. Call only while holding the template's exclusive lock, which
-/// every builder of that slug holds.
-fn remove_stale_builds(lxc_path: &Path, slug: &str) -> Result<(), BoxError> {
-    let prefix = format!("{BUILDING_PREFIX}{slug}-");
+/// Deletes builds of the template with `key` (its name without
+/// [`TEMPLATE_PREFIX`]) that a process left behind when it died, with
+/// liblxc's lock files of them. Call only while holding the template's
+/// exclusive lock, which every builder of that template holds. A subvolume
+/// in a build goes with the rest, because the kernel (4.18 and later) lets
+/// root remove an empty subvolume with rmdir.
+fn remove_stale_builds(lxc_path: &Path, key: &str) -> Result<(), BoxError> {
+    let prefix = format!("{BUILDING_PREFIX}{key}-");
     let entries = match fs::read_dir(lxc_path) {
         Ok(entries) => entries,
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
@@ -228,6 +341,10 @@ fn remove_stale_builds(lxc_path: &Path, slug: &str) -> Result<(), BoxError> {
 /// Clones `template` into container `name` while holding the template's
 /// shared lock, so no builder can be replacing it meanwhile. The lock is
 /// released when the clone exists; starting it needs no lock.
+///
+/// With `snapshot`, the clone is a btrfs snapshot of a template whose root
+/// file system is a btrfs subvolume, and an overlay snapshot of any other.
+/// Without it, the clone is a full copy in a directory.
 pub fn clone_template(
     lxc_path: &Path,
     template: &str,
@@ -238,16 +355,147 @@ pub fn clone_template(
     let source = Container::new(template, lxc_path)?;
     let flags = clone_flags::KEEP_NAME | clone_flags::KEEP_MAC_ADDRESS;
     let clone = if snapshot {
-        source.clone_to(
-            name,
-            lxc_path,
-            flags | clone_flags::SNAPSHOT,
-            Some("overlay"),
-        )?
+        let rootfs = source.get_config_item("lxc.rootfs.path")?;
+        let store = if rootfs.is_some_and(|path| path.starts_with("btrfs:")) {
+            "btrfs"
+        } else {
+            "overlay"
+        };
+        tracing::debug!(
+            container = name,
+            template,
+            store,
+            "cloning template as a snapshot"
+        );
+        source.clone_to(name, lxc_path, flags | clone_flags::SNAPSHOT, Some(store))?
     } else {
         // NOTE: liblxc copies a directory-backed root file system with
         // rsync, so the full-copy fallback runs that tool.
         source.clone_to(name, lxc_path, flags, Some("dir"))?
     };
     Ok(clone)
+}
+
+/// The one btrfs ioctl berth makes itself: creating a subvolume.
+mod btrfs {
+    use std::ffi::CString;
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::AsRawFd;
+    use std::path::Path;
+
+    /// `BTRFS_PATH_NAME_MAX` of the kernel's btrfs ioctl interface.
+    const PATH_NAME_MAX: usize = 4087;
+
+    /// `struct btrfs_ioctl_vol_args` of `linux/btrfs.h`.
+    #[repr(C)]
+    struct VolumeArgs {
+        fd: i64,
+        name: [u8; PATH_NAME_MAX + 1],
+    }
+
+    /// `BTRFS_IOC_SUBVOL_CREATE`: `_IOW(0x94, 14, struct btrfs_ioctl_vol_args)`.
+    const IOC_SUBVOL_CREATE: u64 =
+        (1 << 30) | ((std::mem::size_of::<VolumeArgs>() as u64) << 16) | (0x94 << 8) | 14;
+
+    /// Creates the subvolume `name` in `parent`, an existing directory on
+    /// btrfs. Fails with `ENOTTY` off btrfs and `EEXIST` when `name` exists.
+    pub(super) fn create_subvolume(parent: &Path, name: &str) -> io::Result<()> {
+        let name = CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let bytes = name.as_bytes_with_nul();
+        if bytes.len() > PATH_NAME_MAX || bytes.contains(&b'/') {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        let directory = File::open(parent)?;
+        let mut args = VolumeArgs {
+            fd: 0,
+            name: [0; PATH_NAME_MAX + 1],
+        };
+        args.name[..bytes.len()].copy_from_slice(bytes);
+        // SAFETY: the descriptor is open for the whole call, and `args` is a
+        // live, initialised `btrfs_ioctl_vol_args` whose name is
+        // NUL-terminated within its array, which is all the kernel reads.
+        let result = unsafe {
+            libc::ioctl(
+                directory.as_raw_fd(),
+                IOC_SUBVOL_CREATE as libc::Ioctl,
+                &mut args as *mut VolumeArgs,
+            )
+        };
+        if result < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LXC_PATH: &str = "/srv/lxc";
+
+    fn choose(requested: BackingStore, on_btrfs: bool) -> Result<CloneKind, InvalidValue> {
+        choose_clone_kind(requested, Path::new(LXC_PATH), on_btrfs)
+    }
+
+    #[test]
+    fn auto_picks_btrfs_on_btrfs() {
+        assert_eq!(choose(BackingStore::Auto, true).unwrap(), CloneKind::Btrfs);
+    }
+
+    #[test]
+    fn auto_picks_overlay_elsewhere() {
+        assert_eq!(
+            choose(BackingStore::Auto, false).unwrap(),
+            CloneKind::Overlay
+        );
+    }
+
+    #[test]
+    fn explicit_stores_kept() {
+        for on_btrfs in [false, true] {
+            assert_eq!(
+                choose(BackingStore::Overlay, on_btrfs).unwrap(),
+                CloneKind::Overlay
+            );
+            assert_eq!(
+                choose(BackingStore::Copy, on_btrfs).unwrap(),
+                CloneKind::Copy
+            );
+        }
+        assert_eq!(choose(BackingStore::Btrfs, true).unwrap(), CloneKind::Btrfs);
+    }
+
+    #[test]
+    fn btrfs_off_btrfs_rejected() {
+        let problem = choose(BackingStore::Btrfs, false).unwrap_err();
+        assert_eq!(problem.field, KEY_BACKING_STORE);
+        let message = problem.to_string();
+        assert!(message.contains(LXC_PATH), "{message}");
+        assert!(message.contains("not on one"), "{message}");
+    }
+
+    #[test]
+    fn missing_path_judged_by_ancestor() {
+        let root = Path::new("/");
+        let below = Path::new("/berth-no-such-directory/lxc");
+        assert_eq!(is_on_btrfs(below).unwrap(), is_on_btrfs(root).unwrap());
+    }
+
+    #[test]
+    fn subvolume_template_named_apart() {
+        let slug = "busybox-0123abcd";
+        assert_eq!(
+            template_name_for(slug, CloneKind::Overlay),
+            template_name(slug)
+        );
+        assert_eq!(
+            template_name_for(slug, CloneKind::Copy),
+            template_name(slug)
+        );
+        let btrfs = template_name_for(slug, CloneKind::Btrfs);
+        assert_eq!(btrfs, format!("{TEMPLATE_PREFIX}{slug}{BTRFS_SUFFIX}"));
+        assert!(is_template_name(&btrfs));
+    }
 }
