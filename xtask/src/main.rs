@@ -26,6 +26,7 @@ const PACKAGES: &[&str] = &[
     "debootstrap",
     "curl",
     "dosfstools",
+    "btrfs-progs",
     "e2fsprogs",
 ];
 
