@@ -13,7 +13,7 @@
 use std::fs::{self, File};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use berth_core::error::BoxError;
 use berth_core::pending::CREATE_LOCK_FILE;
@@ -24,7 +24,7 @@ use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::Mode;
 
 use crate::container::{Container, ContainerState};
-use crate::create::{remove_own_directory, wait_for_state};
+use crate::create::remove_own_directory;
 use crate::manager::LxcManager;
 
 pub(crate) fn destroy(manager: &LxcManager, id: &InstanceId) -> Result<()> {
@@ -196,32 +196,116 @@ fn wait_for_create(name: &str, dir: &Path) -> Result<Option<File>> {
     Ok(Some(lock))
 }
 
-/// Asks the container to shut down, waits up to the shutdown timeout, then
-/// kills it if it still runs.
-fn stop(manager: &LxcManager, container: &Container) -> std::result::Result<(), BoxError> {
-    if container.state()? == ContainerState::Stopped {
-        return Ok(());
-    }
-    let timeout = manager.settings.shutdown_timeout;
-    if !timeout.is_zero() {
-        match container.request_shutdown() {
-            Ok(()) => {
-                if wait_for_state(container, ContainerState::Stopped, timeout).is_ok() {
-                    tracing::debug!(container = container.name(), "container shut down cleanly");
-                    return Ok(());
-                }
-                tracing::debug!(
-                    container = container.name(),
-                    "clean shutdown timed out, killing"
-                );
-            }
-            Err(error) => {
-                tracing::debug!(container = container.name(), %error, "shutdown request failed, killing")
-            }
+/// Interval at which the halt signal is sent again while a destroy waits
+/// for a clean shutdown. The kernel drops a signal to the init of a PID
+/// namespace that has no handler for it. A container counts as running as
+/// soon as its init is executed, so a destroy right after a create can
+/// send the first signal before init has installed its handler.
+const HALT_SIGNAL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Maximum pause between two state reads while waiting for a shutdown.
+const MAX_POLL_PAUSE: Duration = Duration::from_millis(20);
+
+/// Way in which [`stop`] stopped a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopOutcome {
+    /// It was not running.
+    NotRunning,
+    /// Its init exited on the halt signal, sent `signals` times.
+    Shutdown { signals: u32 },
+    /// It was killed, after `signals` halt signals: the shutdown timeout
+    /// is zero or passed, or the halt signal could not be sent.
+    Killed { signals: u32 },
+}
+
+impl StopOutcome {
+    /// Returns the value of the `stop` field of the "container stopped"
+    /// event.
+    fn field(self) -> &'static str {
+        match self {
+            Self::NotRunning => "not-running",
+            Self::Shutdown { .. } => "shutdown",
+            Self::Killed { .. } => "killed",
         }
     }
-    if container.state()? != ContainerState::Stopped {
-        container.stop()?;
-    }
+}
+
+/// Stops the container and logs the way it stopped in the debug event
+/// "container stopped" (field `stop`: `not-running`, `shutdown` or
+/// `killed`).
+fn stop(manager: &LxcManager, container: &Container) -> std::result::Result<(), BoxError> {
+    let stopped = stop_container(manager, container)?;
+    let signals = match stopped {
+        StopOutcome::Shutdown { signals } | StopOutcome::Killed { signals } => signals,
+        StopOutcome::NotRunning => 0,
+    };
+    tracing::debug!(
+        container = container.name(),
+        stop = stopped.field(),
+        halt_signals = signals,
+        "container stopped"
+    );
     Ok(())
+}
+
+/// Sends the container's halt signal to its init, again every
+/// [`HALT_SIGNAL_INTERVAL`], until the container stops or the shutdown
+/// timeout passes, then kills it if it still runs.
+fn stop_container(
+    manager: &LxcManager,
+    container: &Container,
+) -> std::result::Result<StopOutcome, BoxError> {
+    if container.state()? == ContainerState::Stopped {
+        return Ok(StopOutcome::NotRunning);
+    }
+    let timeout = manager.settings.shutdown_timeout;
+    let mut signals = 0;
+    if !timeout.is_zero() {
+        let deadline = Instant::now() + timeout;
+        let mut last_signal = None::<Instant>;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if last_signal.is_none_or(|sent| sent.elapsed() >= HALT_SIGNAL_INTERVAL) {
+                // liblxc's shutdown with timeout 0 sends the halt signal
+                // (lxc.signal.halt, SIGPWR by default) to init and returns.
+                // Once init is gone it succeeds without sending anything.
+                match container.request_shutdown() {
+                    Ok(()) => signals += 1,
+                    Err(error) if signals == 0 => {
+                        tracing::debug!(container = container.name(), %error, "shutdown request failed, killing");
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::debug!(container = container.name(), %error, "sending the halt signal again failed");
+                    }
+                }
+                last_signal = Some(Instant::now());
+            }
+            if container.state()? == ContainerState::Stopped {
+                return Ok(StopOutcome::Shutdown { signals });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::debug!(
+                    container = container.name(),
+                    halt_signals = signals,
+                    "clean shutdown timed out, killing"
+                );
+                break;
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(MAX_POLL_PAUSE);
+        }
+    }
+    if container.state()? == ContainerState::Stopped {
+        // It stopped after the last state read, so the halt signal or
+        // something inside the container ended it, not a kill.
+        return Ok(if signals > 0 {
+            StopOutcome::Shutdown { signals }
+        } else {
+            StopOutcome::NotRunning
+        });
+    }
+    container.stop()?;
+    Ok(StopOutcome::Killed { signals })
 }
