@@ -355,8 +355,9 @@ pub fn clone_template(
     let source = Container::new(template, lxc_path)?;
     let flags = clone_flags::KEEP_NAME | clone_flags::KEEP_MAC_ADDRESS;
     let clone = if snapshot {
-        let rootfs = source.get_config_item("lxc.rootfs.path")?;
-        let store = if rootfs.is_some_and(|path| path.starts_with("btrfs:")) {
+        // liblxc returns lxc.rootfs.path without its storage type from a
+        // loaded configuration, so the template's name tells its kind.
+        let store = if template.ends_with(BTRFS_SUFFIX) {
             "btrfs"
         } else {
             "overlay"
