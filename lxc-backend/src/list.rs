@@ -1,6 +1,8 @@
 //! Listing a manager's containers.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::path::Path;
 
 use berth_core::progress::Step;
 use berth_core::{Error, Instance, InstanceId, InstanceStatus, Result, validate_container_name};
@@ -21,48 +23,77 @@ pub fn status_of(state: ContainerState) -> InstanceStatus {
     }
 }
 
+/// Lists the manager's containers, sorted by name.
+///
+/// liblxc's lists of defined containers (one `stat` of each configuration
+/// file) and of active ones (its command sockets in `/proc/net/unix`)
+/// give the names. A defined container that is not active is reported as
+/// stopped without opening a handle, because loading a handle parses the
+/// configuration and costs about 30 system calls. Only active containers
+/// get a handle, for their state and addresses.
 pub(crate) fn list(manager: &LxcManager) -> Result<Vec<Instance>> {
     let settings = &manager.settings;
     if !settings.lxc_path.is_dir() {
         return Ok(Vec::new());
     }
     let prefix = format!("{}-", settings.name);
-    let names = list_containers(&settings.lxc_path, ListKind::All)
-        .map_err(|error| Error::step(&settings.name, Step::List, error))?;
-    let mut instances = Vec::new();
+    let list_error = |error| Error::step(&settings.name, Step::List, error);
+    let is_own = |name: &String| {
+        name.starts_with(&prefix)
+            && !is_template_name(name)
+            && validate_container_name(name).is_ok()
+    };
+    let active: BTreeSet<String> = list_containers(&settings.lxc_path, ListKind::Active)
+        .map_err(list_error)?
+        .into_iter()
+        .filter(is_own)
+        .collect();
+    let defined = list_containers(&settings.lxc_path, ListKind::Defined).map_err(list_error)?;
+    // An active container whose configuration is gone is still listed.
+    let names: BTreeSet<String> = defined
+        .into_iter()
+        .filter(is_own)
+        .chain(active.iter().cloned())
+        .collect();
+
+    let mut instances = Vec::with_capacity(names.len());
     for name in names {
-        if !name.starts_with(&prefix)
-            || is_template_name(&name)
-            || validate_container_name(&name).is_err()
-        {
-            continue;
-        }
-        let container = Container::new(&name, &settings.lxc_path)
-            .map_err(|error| Error::step(&name, Step::List, error))?;
-        let status = match container.state() {
-            Ok(state) => status_of(state),
-            Err(error) => {
-                tracing::warn!(container = name.as_str(), %error, "could not read container state");
-                InstanceStatus::Unknown
-            }
+        let (status, addresses) = if active.contains(&name) {
+            active_status(&name, &settings.lxc_path)?
+        } else {
+            (InstanceStatus::Stopped, Vec::new())
         };
-        let mut addresses = Vec::new();
-        if status == InstanceStatus::Running {
-            match container.ip_addresses() {
-                Ok(texts) => {
-                    addresses.extend(texts.iter().filter_map(|text| text.parse::<IpAddr>().ok()))
-                }
-                Err(error) => {
-                    tracing::warn!(container = name.as_str(), %error, "could not read container addresses")
-                }
-            }
-        }
-        let id = InstanceId::new(name)?;
         instances.push(Instance {
-            id,
+            id: InstanceId::new(name)?,
             status,
             addresses,
         });
     }
     Ok(instances)
+}
+
+/// Returns the status of the active container `name` and, when it is
+/// running, its addresses.
+fn active_status(name: &str, lxc_path: &Path) -> Result<(InstanceStatus, Vec<IpAddr>)> {
+    let container =
+        Container::new(name, lxc_path).map_err(|error| Error::step(name, Step::List, error))?;
+    let status = match container.state() {
+        Ok(state) => status_of(state),
+        Err(error) => {
+            tracing::warn!(container = name, %error, "could not read container state");
+            InstanceStatus::Unknown
+        }
+    };
+    let mut addresses = Vec::new();
+    if status == InstanceStatus::Running {
+        match container.ip_addresses() {
+            Ok(texts) => {
+                addresses.extend(texts.iter().filter_map(|text| text.parse::<IpAddr>().ok()))
+            }
+            Err(error) => {
+                tracing::warn!(container = name, %error, "could not read container addresses")
+            }
+        }
+    }
+    Ok((status, addresses))
 }
