@@ -37,10 +37,10 @@ pub const KEY_IMAGE_CACHE_DIR: &str = "image-cache-dir";
 pub const KEY_IMAGE_OS: &str = "image-os";
 /// Variant of simplestreams products. Default [`DEFAULT_IMAGE_VARIANT`].
 pub const KEY_IMAGE_VARIANT: &str = "image-variant";
-/// Backing store of clones: `auto` (the default: `btrfs` when the lxc path
-/// is on btrfs, else `overlay`), `overlay` (an overlay snapshot of the
-/// template), `btrfs` (a btrfs snapshot of the template's subvolume, only
-/// when the lxc path is on btrfs) or `copy` (a full copy).
+/// Backing store of clones. `auto` (the default) is `btrfs` when the lxc
+/// path is on btrfs, else `overlay`. `overlay` is an overlay snapshot of
+/// the template, `btrfs` a btrfs snapshot of the template's subvolume (only
+/// when the lxc path is on btrfs), and `copy` a full copy.
 ///
 /// NOTE: zfs and LVM snapshots are not supported: they have not been built
 /// or tested, because the test hosts have no zfs module and no LVM volume

@@ -691,11 +691,12 @@ fn constraint_items(
         }
     }
     if let Some(disk) = constraints.root_disk {
-        // NOTE: an overlay clone shares the host's file system, which has no
-        // per-container quota, so a root-disk constraint is not enforced.
+        // NOTE: a clone, overlay or btrfs snapshot, shares the lxc path's
+        // file system, and berth sets no quota on it (no btrfs qgroup
+        // either), so a root-disk constraint is not enforced.
         tracing::warn!(
             root_disk = disk,
-            "root-disk constraint is not enforced for LXC overlay containers"
+            "root-disk constraint is not enforced for LXC containers"
         );
     }
     hardware

@@ -43,7 +43,8 @@ pub const LOCK_DIR: &str = ".berth-locks";
 /// subvolume. Image slugs contain no `.`, so no slug ends in it.
 pub const BTRFS_SUFFIX: &str = ".btrfs";
 
-/// How a container's root file system is made from its template's.
+/// Kind of clone: the way a container's root file system is made from its
+/// template's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloneKind {
     /// An overlay snapshot of a directory template.
@@ -293,8 +294,8 @@ fn build(
     image.unpack(&rootfs, progress)?;
 
     // The configuration already names the final directory, so the rename
-    // that publishes the template leaves it correct. The storage type
-    // prefix tells liblxc to snapshot a subvolume with btrfs ioctls.
+    // that publishes the template leaves it correct. With the `btrfs`
+    // storage type, liblxc snapshots the subvolume with btrfs ioctls.
     let final_rootfs = lxc_path.join(template).join("rootfs");
     let storage = if subvolume { "btrfs" } else { "dir" };
     let container = Container::new(building, lxc_path)?;
@@ -356,7 +357,8 @@ pub fn clone_template(
     let flags = clone_flags::KEEP_NAME | clone_flags::KEEP_MAC_ADDRESS;
     let clone = if snapshot {
         // liblxc returns lxc.rootfs.path without its storage type from a
-        // loaded configuration, so the template's name tells its kind.
+        // loaded configuration, so the clone takes the template's kind from
+        // its name.
         let store = if template.ends_with(BTRFS_SUFFIX) {
             "btrfs"
         } else {
@@ -400,7 +402,7 @@ mod btrfs {
         (1 << 30) | ((std::mem::size_of::<VolumeArgs>() as u64) << 16) | (0x94 << 8) | 14;
 
     /// Creates the subvolume `name` in `parent`, an existing directory on
-    /// btrfs. Fails with `ENOTTY` off btrfs and `EEXIST` when `name` exists.
+    /// btrfs. Fails when `parent` is not on btrfs or `name` exists.
     pub(super) fn create_subvolume(parent: &Path, name: &str) -> io::Result<()> {
         let name = CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
         let bytes = name.as_bytes_with_nul();

@@ -51,11 +51,11 @@ fn run(program: &str, args: &[&str], package: &str) -> String {
 /// Returns whether `path` is a mount point, from /proc/self/mountinfo.
 pub fn is_mount_point(path: &Path) -> bool {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let wanted = path.to_str().unwrap();
+    let expected = path.to_str().unwrap();
     mounts
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
-        .any(|mount_point| mount_point == wanted)
+        .any(|mount_point| mount_point == expected)
 }
 
 /// Returns the loop devices whose backing file is `image`.
@@ -141,6 +141,7 @@ impl BtrfsMount {
             .unwrap_or_else(|error| panic!("create {}: {error}", image.display()));
         file.set_len(IMAGE_SIZE).unwrap();
         drop(file);
+
         run(
             "mkfs.btrfs",
             &["--quiet", image.to_str().unwrap()],
@@ -153,6 +154,7 @@ impl BtrfsMount {
         )
         .trim()
         .to_owned();
+
         let mount = Self {
             image,
             device,
