@@ -37,7 +37,8 @@ pub struct LxcInitialiser {
     bridge: Option<String>,
     bridge_mtu: Option<u32>,
     packages: Vec<String>,
-    need_overlay: bool,
+    /// The manager's `backing-store` value; it decides whether overlay is needed.
+    backing_store: String,
     lxc_path: Option<PathBuf>,
     log_dir: PathBuf,
 }
@@ -85,7 +86,11 @@ impl LxcInitialiser {
             bridge,
             bridge_mtu,
             packages,
-            need_overlay: config.get(KEY_BACKING_STORE) != Some("copy"),
+            backing_store: config
+                .get(KEY_BACKING_STORE)
+                .filter(|store| !store.is_empty())
+                .unwrap_or("auto")
+                .to_owned(),
             lxc_path: config
                 .get(KEY_LXC_PATH)
                 .filter(|path| !path.is_empty())
@@ -143,6 +148,23 @@ impl LxcInitialiser {
         Ok(())
     }
 
+    /// Returns true when the manager will make overlay clones: with
+    /// `backing-store` set to `overlay`, or to `auto` on an lxc path that is
+    /// not on btrfs.
+    fn needs_overlay(&self) -> bool {
+        match self.backing_store.as_str() {
+            "overlay" => true,
+            "auto" => {
+                let lxc_path = self
+                    .lxc_path
+                    .clone()
+                    .or_else(|| crate::container::default_lxc_path().map(PathBuf::from));
+                !lxc_path.is_some_and(|path| crate::template::is_on_btrfs(&path).unwrap_or(false))
+            }
+            _ => false,
+        }
+    }
+
     /// Checks the kernel features containers use: namespaces, cgroups and,
     /// for overlay clones, the overlay file system.
     pub fn check_kernel(&self) -> Result<()> {
@@ -164,7 +186,7 @@ impl LxcInitialiser {
                 source: None,
             });
         }
-        if self.need_overlay {
+        if self.needs_overlay() {
             let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
             if !filesystems
                 .lines()

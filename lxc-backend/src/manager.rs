@@ -25,8 +25,10 @@ const IMAGE_LOOKUP_TTL: Duration = Duration::from_secs(600);
 /// Creates, destroys and lists LXC containers through liblxc, in-process.
 ///
 /// Containers are named `<manager name>-<machine tag>` and live in the
-/// configured lxc path. Each is an overlay snapshot clone of a template
-/// container built once per image (see [`crate::template`]). The manager is
+/// configured lxc path. Each is a snapshot clone of a template container
+/// built once per image (see [`crate::template`]): a btrfs snapshot when the
+/// lxc path is on btrfs, an overlay clone otherwise, or a full copy when
+/// `backing-store` is `copy`. The manager is
 /// `Send + Sync`; liblxc calls from all threads are serialised by the lock
 /// described in [`crate::container`].
 pub struct LxcManager {
