@@ -7,7 +7,9 @@ use std::path::Path;
 use berth_core::progress::Step;
 use berth_core::{Error, Instance, InstanceId, InstanceStatus, Result, validate_container_name};
 
-use crate::container::{Container, ContainerState, ListKind, list_containers};
+use crate::container::{
+    Container, ContainerState, ListKind, defined_container_names, list_containers,
+};
 use crate::manager::LxcManager;
 use crate::template::is_template_name;
 
@@ -25,9 +27,9 @@ pub fn status_of(state: ContainerState) -> InstanceStatus {
 
 /// Lists the manager's containers, sorted by name.
 ///
-/// liblxc's lists of defined containers (one `stat` of each configuration
-/// file) and of active ones (its command sockets in `/proc/net/unix`)
-/// give the names. A defined container that is not active is reported as
+/// The names come from the configuration files in the lxc path (one
+/// `stat` each) and from liblxc's list of active containers (its command
+/// sockets in `/proc/net/unix`). A defined container that is not active is reported as
 /// stopped without opening a handle, because loading a handle parses the
 /// configuration and costs about 30 system calls. Only active containers
 /// get a handle, for their state and addresses.
@@ -48,7 +50,7 @@ pub(crate) fn list(manager: &LxcManager) -> Result<Vec<Instance>> {
         .into_iter()
         .filter(is_own)
         .collect();
-    let defined = list_containers(&settings.lxc_path, ListKind::Defined).map_err(list_error)?;
+    let defined = defined_container_names(&settings.lxc_path, &prefix).map_err(list_error)?;
     // An active container whose configuration is gone is still listed.
     let names: BTreeSet<String> = defined
         .into_iter()
