@@ -137,6 +137,15 @@ mod tests {
     }
 
     #[test]
+    fn example_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/machine.yaml");
+        let config = read_machine_config(&path).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.constraints.mem, Some(512));
+        assert_eq!(config.network_interfaces.len(), 1);
+    }
+
+    #[test]
     fn unknown_key_rejected_with_path() {
         let text = "machine-id: '0'\nmachine-nonce: n\nseries: bookworm\nbogus: 1\n";
         let error = parse_machine_config(text, Path::new("bad.yaml")).unwrap_err();

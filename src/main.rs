@@ -80,7 +80,8 @@ enum Command {
     /// Remove containers that a crashed create left half made, and nothing else.
     Gc,
     /// Create three containers on an isolated bridge, show them, destroy
-    /// them, and time each step.
+    /// them, and time each step. Unless `--manager-name` is given, the
+    /// demo's containers belong to manager `berth-demo`.
     Demo {
         /// Number of containers.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]

@@ -67,6 +67,11 @@ impl CliEnv {
 
     /// Runs `berth` with this test's manager name and directories.
     fn berth(&self, args: &[&str]) -> Output {
+        self.berth_as(&self.manager, args)
+    }
+
+    /// Runs `berth` with manager name `manager` and this test's directories.
+    fn berth_as(&self, manager: &str, args: &[&str]) -> Output {
         let settings = [
             format!("lxc-path={}", self.lxc_path().display()),
             format!("containers-dir={}", self.containers_dir().display()),
@@ -75,7 +80,7 @@ impl CliEnv {
             "shutdown-timeout=2".to_owned(),
         ];
         let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
-        command.args(["--manager-name", &self.manager]);
+        command.args(["--manager-name", manager]);
         for setting in &settings {
             command.args(["--set", setting]);
         }
@@ -367,4 +372,54 @@ fn gc_removes_only_half_made() {
     let again: Vec<String> = serde_json::from_str(&env.berth_ok(&["gc", "--json"])).unwrap();
     assert!(again.is_empty(), "a second gc removed {again:?}");
     env.berth_ok(&["destroy", &complete]);
+}
+
+#[test]
+fn other_managers_containers_untouched() {
+    let env = CliEnv::new("o");
+    bridge::ensure_bridge(&env.bridge, None).unwrap();
+    let network = format!("bridge:{}", env.bridge);
+    // Its containers share the bare prefix `<manager>-` with this test's.
+    let other = format!("{}-x", env.manager);
+    let machine = env.write_machine_config("6");
+    let output = env.berth_as(
+        &other,
+        &[
+            "create",
+            "--machine-config",
+            machine.to_str().unwrap(),
+            "--network",
+            &network,
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let foreign = format!("{other}-machine-6");
+
+    assert!(
+        env.list_names().is_empty(),
+        "list shows another manager's container"
+    );
+    let output = env.berth(&["destroy", &foreign]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "destroyed another manager's container"
+    );
+    assert!(stderr.contains("does not belong to manager"), "{stderr}");
+
+    let state = Container::new(&foreign, &env.lxc_path())
+        .unwrap()
+        .state()
+        .unwrap();
+    assert_eq!(state, ContainerState::Running);
+    let output = env.berth_as(&other, &["destroy", &foreign]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -69,13 +69,14 @@ impl ContainerDirs {
         Ok(self.containers.join(name))
     }
 
-    /// Creates `<containers>/<name>` (mode 0755) and its root if needed.
+    /// Creates `<containers>/<name>` (mode 0700, because its cloud-init file
+    /// holds the agent's password) and its root if needed.
     /// Fails with [`Error::AlreadyExists`] when the directory exists, so a
     /// create never reuses another container's directory.
     pub fn new_directory(&self, name: &str) -> Result<PathBuf> {
         let dir = self.container_dir(name)?;
         create_root(&self.containers)?;
-        match fs::DirBuilder::new().mode(0o755).create(&dir) {
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => Ok(dir),
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
                 Err(Error::AlreadyExists {

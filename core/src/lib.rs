@@ -28,7 +28,9 @@ pub use hardware::HardwareCharacteristics;
 pub use instance::{Instance, InstanceId, InstanceStatus};
 pub use machine::{Constraints, MachineConfig};
 pub use manager::{Initialiser, Manager};
-pub use names::{container_name, machine_tag, validate_container_name, validate_manager_name};
+pub use names::{
+    container_name, is_container_of, machine_tag, validate_container_name, validate_manager_name,
+};
 pub use network::{MacAddress, NetworkConfig, NetworkKind};
 pub use pending::{CreateGuard, HalfMade};
 pub use progress::{NoProgress, Progress, ProgressEvent, Step};

@@ -116,8 +116,10 @@ impl ContainerDirs {
             ".{name}.{}.{counter}{TEMP_SUFFIX}",
             std::process::id()
         ));
+        // Private, because the cloud-init file it will hold contains the
+        // agent's password.
         fs::DirBuilder::new()
-            .mode(0o755)
+            .mode(0o700)
             .create(&temp)
             .map_err(|error| Error::io("create directory", &temp, error))?;
         let lock_path = temp.join(CREATE_LOCK_FILE);

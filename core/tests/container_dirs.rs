@@ -19,8 +19,18 @@ fn new_directory_creates() {
     assert!(metadata.is_dir());
     assert_eq!(
         metadata.permissions().mode() & 0o777,
-        0o755 & !current_umask()
+        0o700 & !current_umask()
     );
+}
+
+#[test]
+fn create_directory_is_private() {
+    let base = tempfile::tempdir().unwrap();
+    let dirs = ContainerDirs::under(base.path());
+    let guard = dirs.new_directory_for_create(NAME).unwrap();
+    let mode = std::fs::metadata(guard.dir()).unwrap().permissions().mode() & 0o777;
+    // The cloud-init file inside holds the agent's password.
+    assert_eq!(mode & 0o077, 0, "mode {mode:o} lets other users in");
 }
 
 /// Reads the umask from `/proc/self/status`, which, unlike `umask(2)`,

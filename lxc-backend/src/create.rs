@@ -364,6 +364,7 @@ fn plan(
     } else {
         series.to_owned()
     };
+    berth_core::names::validate_series(&series)?;
     if matches!(settings.image, crate::image::ImageSource::Simplestreams(_))
         && (series.is_empty()
             || !series

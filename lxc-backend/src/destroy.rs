@@ -30,14 +30,13 @@ use crate::manager::LxcManager;
 pub(crate) fn destroy(manager: &LxcManager, id: &InstanceId) -> Result<()> {
     let settings = &manager.settings;
     let name = id.as_str();
-    let prefix = format!("{}-", settings.name);
-    if !name.starts_with(&prefix) {
+    if !berth_core::is_container_of(&settings.name, name) {
         return Err(InvalidValue::new(
             "container name",
             name,
             format!(
-                "does not belong to manager {:?}: its containers are named {prefix}...",
-                settings.name
+                "does not belong to manager {:?}: its containers are named {}-machine-<machine id with '/' as '-'>",
+                settings.name, settings.name
             ),
         )
         .into());

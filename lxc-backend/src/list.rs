@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use berth_core::progress::Step;
-use berth_core::{Error, Instance, InstanceId, InstanceStatus, Result, validate_container_name};
+use berth_core::{Error, Instance, InstanceId, InstanceStatus, Result};
 
 use crate::container::{
     Container, ContainerState, ListKind, defined_container_names, list_containers,
@@ -38,12 +38,9 @@ pub(crate) fn list(manager: &LxcManager) -> Result<Vec<Instance>> {
     if !settings.lxc_path.is_dir() {
         return Ok(Vec::new());
     }
-    let prefix = format!("{}-", settings.name);
     let list_error = |error| Error::step(&settings.name, Step::List, error);
     let is_own = |name: &String| {
-        name.starts_with(&prefix)
-            && !is_template_name(name)
-            && validate_container_name(name).is_ok()
+        berth_core::is_container_of(&settings.name, name) && !is_template_name(name)
     };
     let active: BTreeSet<String> = list_containers(&settings.lxc_path, ListKind::Active)
         .map_err(list_error)?

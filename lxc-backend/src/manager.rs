@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use berth_core::error::BoxError;
 use berth_core::hardware::host_arch;
-use berth_core::progress::Progress;
+use berth_core::progress::{Progress, Step};
 use berth_core::{
     ContainerDirs, Error, HardwareCharacteristics, Instance, InstanceId, MachineConfig, Manager,
     ManagerConfig, NetworkConfig, Result,
@@ -231,6 +231,9 @@ impl Manager for LxcManager {
         let prefix = berth_core::manager::container_prefix(&self.settings.name);
         let mut removed = Vec::new();
         for half_made in self.settings.dirs.half_made(&prefix)? {
+            if !berth_core::is_container_of(&self.settings.name, &half_made.name) {
+                continue;
+            }
             let id = InstanceId::new(half_made.name.as_str())?;
             tracing::info!(
                 container = id.as_str(),
@@ -240,6 +243,16 @@ impl Manager for LxcManager {
             // must not wait for it.
             crate::destroy::destroy_locked(self, id.as_str())?;
             removed.push(id);
+        }
+        // Template builds are shared by every manager of the lxc path, and
+        // one whose builder died is never used, so it goes too.
+        let builds = crate::template::remove_dead_builds(&self.settings.lxc_path)
+            .map_err(|error| Error::step(&self.settings.name, Step::Template, error))?;
+        for template in builds {
+            tracing::info!(
+                template = template.as_str(),
+                "removed a template build whose builder died"
+            );
         }
         Ok(removed)
     }

@@ -339,6 +339,53 @@ fn remove_stale_builds(lxc_path: &Path, key: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Deletes every template build in `lxc_path` whose builder died, of any
+/// image, and returns the names of the templates whose builds went. A build
+/// whose template lock is held belongs to a live builder and is left alone.
+pub fn remove_dead_builds(lxc_path: &Path) -> Result<Vec<String>, BoxError> {
+    let entries = match fs::read_dir(lxc_path) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(io_error("read lxc path", lxc_path)(error)),
+    };
+    let mut keys: Vec<String> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_str()?.to_owned();
+            // A build is named <prefix><key>-<pid>-<counter>.
+            let rest = name.strip_prefix(BUILDING_PREFIX)?;
+            let mut parts = rest.rsplitn(3, '-');
+            let (_counter, _pid, key) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(key.to_owned())
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+
+    let mut removed = Vec::new();
+    for key in keys {
+        let template = format!("{TEMPLATE_PREFIX}{key}");
+        let path = lock_path(lxc_path, &template);
+        let Ok(file) = File::options().read(true).write(true).open(&path) else {
+            // No lock file: no builder ever locked it, so none is alive.
+            remove_stale_builds(lxc_path, &key)?;
+            removed.push(template);
+            continue;
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                remove_stale_builds(lxc_path, &key)?;
+                removed.push(template);
+            }
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(error)) => {
+                return Err(io_error("lock template", &path)(error));
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Clones `template` into container `name` while holding the template's
 /// shared lock, so no builder can be replacing it meanwhile. The lock is
 /// released when the clone exists; starting it needs no lock.

@@ -247,7 +247,7 @@ fn show_cloud_init(dir: &std::path::Path) -> anyhow::Result<()> {
         path.display(),
         text.len()
     );
-    for line in text.lines().take(8) {
+    for line in text.lines().take(14) {
         println!("    {line}");
     }
     Ok(())

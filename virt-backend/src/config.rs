@@ -373,21 +373,7 @@ pub fn validate_pool_name(name: &str) -> Result<(), InvalidValue> {
 /// lowercase letters, digits, `-` or `.`, starting with a letter or digit.
 /// Series names become part of volume names.
 pub fn validate_series(series: &str) -> Result<(), InvalidValue> {
-    let valid = !series.is_empty()
-        && series.len() <= 32
-        && series.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && series
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'));
-    if valid {
-        Ok(())
-    } else {
-        Err(InvalidValue::new(
-            "series",
-            series,
-            "must be 1 to 32 lowercase ASCII letters, digits, '-' or '.', starting with a letter or digit",
-        ))
-    }
+    berth_core::names::validate_series(series)
 }
 
 #[cfg(test)]

@@ -257,6 +257,17 @@ impl Manager for VirtManager {
 
     fn destroy_container(&self, id: &InstanceId) -> Result<()> {
         let name = id.as_str();
+        if !berth_core::is_container_of(&self.config.name, name) {
+            return Err(berth_core::InvalidValue::new(
+                "container name",
+                name,
+                format!(
+                    "does not belong to manager {:?}: its VMs are named {}-machine-<machine id with '/' as '-'>",
+                    self.config.name, self.config.name
+                ),
+            )
+            .into());
+        }
         let lock = wait_for_create(name, &self.container_dir(name)?)?;
         // A directory that appears while this destroy runs belongs to a
         // create that started after it, so it is left to that create.
@@ -274,6 +285,9 @@ impl Manager for VirtManager {
         let prefix = berth_core::manager::container_prefix(&self.config.name);
         let mut removed = Vec::new();
         for half_made in self.config.dirs.half_made(&prefix)? {
+            if !berth_core::is_container_of(&self.config.name, &half_made.name) {
+                continue;
+            }
             let id = InstanceId::new(half_made.name.as_str())?;
             info!(
                 container = id.as_str(),
@@ -370,7 +384,6 @@ impl VirtManager {
     }
 
     fn list_vms(&self) -> Result<Vec<Instance>> {
-        let prefix = format!("{}-machine-", self.config.name);
         let domains = self
             .connection()
             .list_all_domains(0)
@@ -378,7 +391,7 @@ impl VirtManager {
         let mut instances = Vec::new();
         for domain in domains.into_iter().map(DomainHandle::new) {
             let Ok(name) = domain.name() else { continue };
-            if !name.starts_with(&prefix) {
+            if !berth_core::is_container_of(&self.config.name, &name) {
                 continue;
             }
             let Ok(id) = InstanceId::new(name.as_str()) else {
