@@ -29,8 +29,8 @@ pub fn status_of(state: ContainerState) -> InstanceStatus {
 ///
 /// The names come from the configuration files in the lxc path (one
 /// `stat` each) and from liblxc's list of active containers (its command
-/// sockets in `/proc/net/unix`). A defined container that is not active is reported as
-/// stopped without opening a handle, because loading a handle parses the
+/// sockets in `/proc/net/unix`). A defined container that is not active
+/// is reported as stopped without opening a handle, because loading a handle parses the
 /// configuration and costs about 30 system calls. Only active containers
 /// get a handle, for their state and addresses.
 pub(crate) fn list(manager: &LxcManager) -> Result<Vec<Instance>> {
@@ -38,6 +38,7 @@ pub(crate) fn list(manager: &LxcManager) -> Result<Vec<Instance>> {
     if !settings.lxc_path.is_dir() {
         return Ok(Vec::new());
     }
+    let prefix = format!("{}-", settings.name);
     let list_error = |error| Error::step(&settings.name, Step::List, error);
     let is_own = |name: &String| {
         berth_core::is_container_of(&settings.name, name) && !is_template_name(name)
