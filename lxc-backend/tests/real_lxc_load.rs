@@ -2,7 +2,7 @@
 //! processes sharing one manager name, and destroys racing creates of the
 //! same name. Each ends with nothing left on the host.
 //!
-//! `BERTH_LOAD_SECONDS` sets how long the thread load runs (default 30).
+//! `BERTH_LOAD_SECONDS` sets how long the thread load runs (default 60).
 
 mod common;
 
@@ -69,7 +69,7 @@ fn threads_create_and_destroy_under_load() {
     let seconds: u64 = std::env::var("BERTH_LOAD_SECONDS")
         .ok()
         .map(|text| text.parse().expect("BERTH_LOAD_SECONDS is whole seconds"))
-        .unwrap_or(30);
+        .unwrap_or(60);
     let env = TestEnv::new("load32", None);
     let manager = Arc::new(LxcManager::new(env.config("juju")).unwrap());
     let network = NetworkConfig::bridge(&env.bridge).unwrap();
