@@ -220,7 +220,19 @@ fn demo_runs_twice() {
 fn create_list_destroy_json() {
     let env = CliEnv::new("c");
     bridge::ensure_bridge(&env.bridge, None).unwrap();
-    let machine = env.write_machine_config("5");
+    let mut config = berth::machine_file::sample_machine_config("5", "bookworm");
+    config
+        .network_interfaces
+        .push(berth::machine::InterfaceInfo {
+            name: "eth0".into(),
+            mac: None,
+            address: "10.251.9.5/24".into(),
+            gateway: None,
+            dns_servers: Vec::new(),
+            mtu: None,
+        });
+    let machine = env.base.join("machine-5.yaml");
+    std::fs::write(&machine, serde_saphyr::to_string(&config).unwrap()).unwrap();
     let network = format!("bridge:{},mtu=1400,mac=00:16:3E:AA:bb:05", env.bridge);
     let name = format!("{}-machine-5", env.manager);
 
@@ -235,6 +247,10 @@ fn create_list_destroy_json() {
     .expect("create prints JSON");
     assert_eq!(created["instance"]["id"], name.as_str());
     assert_eq!(created["instance"]["status"], "running");
+    assert_eq!(
+        created["instance"]["addresses"],
+        serde_json::json!(["10.251.9.5"])
+    );
     let hardware = created["hardware_text"].as_str().unwrap();
     assert!(hardware.contains("virt-type=lxc"), "{hardware}");
     assert!(hardware.starts_with("arch="), "{hardware}");

@@ -206,7 +206,19 @@ fn run(
         guard.mark_created()?;
     }
     let id = InstanceId::new(name)?;
-    Ok(Instance::new(id, InstanceStatus::Running))
+    let mut instance = Instance::new(id, InstanceStatus::Running);
+    instance.addresses = static_addresses(&plan.items);
+    Ok(instance)
+}
+
+/// Returns the static addresses among the NIC `items`. liblxc configures
+/// them before the container's init runs, so a running container has them.
+fn static_addresses(items: &[(String, String)]) -> Vec<std::net::IpAddr> {
+    items
+        .iter()
+        .filter(|(key, _)| key == "lxc.net.0.ipv4.address" || key == "lxc.net.0.ipv6.address")
+        .filter_map(|(_, value)| value.split('/').next()?.parse().ok())
+        .collect()
 }
 
 /// A failed start, with the error lines liblxc wrote to the container's log.
