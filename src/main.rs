@@ -147,7 +147,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .initialise()
                 .context("host preparation failed")?;
             if !cli.json {
-                println!("host ready for the {} backend", cli.backend);
+                match cli.backend {
+                    Backend::Lxc => {
+                        println!("host ready for the lxc backend, with bridge {bridge}")
+                    }
+                    Backend::Virt => println!("host ready for the virt backend"),
+                }
             }
             Ok(())
         }
@@ -166,14 +171,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let manager = berth::new_manager(cli.backend, config)?;
             let series = series.clone().unwrap_or_else(|| machine.series.clone());
             let progress = ProgressDisplay::new(cli.json);
-            let (instance, hardware) = manager
-                .create_container_with_progress(&machine, &series, &network, &progress)
-                .with_context(|| {
-                    format!(
-                        "creating a container for machine {} failed",
-                        machine.machine_id
-                    )
-                })?;
+            let created =
+                manager.create_container_with_progress(&machine, &series, &network, &progress);
+            // The bars must be gone before the result is printed below them.
+            progress.finish();
+            let (instance, hardware) = created.with_context(|| {
+                format!(
+                    "creating a container for machine {} failed",
+                    machine.machine_id
+                )
+            })?;
             if cli.json {
                 print_json(&Created {
                     instance: &instance,

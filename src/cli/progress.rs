@@ -81,14 +81,30 @@ impl ProgressDisplay {
         }
     }
 
+    /// Ends every bar and clears them from the terminal, so that output
+    /// printed next starts on a line of its own.
+    pub fn finish(&self) {
+        let transfers = self
+            .transfers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for transfer in transfers.values() {
+            if let Some(bar) = &transfer.bar {
+                bar.finish_and_clear();
+            }
+        }
+        if let Some(bars) = &self.bars {
+            let _ = bars.clear();
+        }
+    }
+
     fn line(&self, text: String) {
         if self.quiet {
             return;
         }
         match &self.bars {
-            Some(bars) => {
-                let _ = bars.println(text);
-            }
+            // Clears the bars, prints the line and draws the bars again below it.
+            Some(bars) => bars.suspend(|| eprintln!("{text}")),
             None => eprintln!("{text}"),
         }
     }
