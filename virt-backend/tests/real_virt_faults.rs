@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,51 +47,15 @@ struct PrivateDaemon {
 
 impl PrivateDaemon {
     fn start(dir: &Path) -> Self {
-        let port = {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
-        let conf = dir.join("libvirtd.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listen_tcp = 1\nlisten_tls = 0\nlisten_addr = \"127.0.0.1\"\nauth_tcp = \"none\"\ntcp_port = \"{port}\"\n"
-            ),
-        )
-        .unwrap();
-        let virtlogd_pid_file = dir.join("virtlogd.pid");
-        let first_libvirtd_pid_file = dir.join("libvirtd.pid");
-        let script = format!(
-            "set -e\n\
-             cp -a /etc/libvirt {etc}\n\
-             mount --bind {etc} /etc/libvirt\n\
-             for d in /run/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt; do mkdir -p $d; mount -t tmpfs tmpfs $d; done\n\
-             mkdir -p /var/lib/libvirt/images\n\
-             virtlogd -p /run/libvirt/virtlogd.pid & echo $! > {virtlogd_pid}\n\
-             libvirtd --listen -f {conf} -p /run/libvirt/libvirtd.pid & echo $! > {libvirtd_pid}\n\
-             wait\n",
-            etc = dir.join("etc-libvirt").display(),
-            virtlogd_pid = virtlogd_pid_file.display(),
-            libvirtd_pid = first_libvirtd_pid_file.display(),
-            conf = conf.display(),
-        );
-        let shell = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sh", "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.join("libvirtd.stderr")).unwrap(),
-            ))
-            .spawn()
-            .expect("cannot run unshare (util-linux)");
+        let launch = private_daemon::launch(dir);
         let daemon = Self {
             dir: dir.to_owned(),
-            shell,
-            conf,
-            virtlogd_pid_file,
-            first_libvirtd_pid_file,
+            shell: launch.shell,
+            conf: launch.conf,
+            virtlogd_pid_file: launch.virtlogd_pid_file,
+            first_libvirtd_pid_file: launch.libvirtd_pid_file,
             restarted: None,
-            uri: format!("qemu+tcp://127.0.0.1:{port}/system"),
+            uri: launch.uri,
         };
         daemon.wait_until_answering();
         daemon

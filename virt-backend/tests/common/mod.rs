@@ -16,6 +16,7 @@ use berth_virt::handle::{Connection, PoolHandle};
 use berth_virt::xml::domain::Domain;
 use berth_virt::xml::from_xml;
 
+pub mod private_daemon;
 pub mod real_host;
 
 /// Name of the storage pool the tests use.
