@@ -371,7 +371,7 @@ fn gc_removes_only_half_made() {
     let half_made = format!("{}-machine-8", env.manager);
 
     // A create whose process died never wrote its created marker, and
-    // nobody holds its lock: that is the state this leaves.
+    // no process holds its lock: that is the state this leaves.
     std::fs::remove_file(
         env.containers_dir()
             .join(&half_made)

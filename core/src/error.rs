@@ -46,7 +46,7 @@ impl std::error::Error for InvalidValue {}
 /// Boxed error from a backend library or the operating system.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// What went wrong in a manager, initialiser or helper of berth.
+/// A failure of a manager, initialiser or helper of berth.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An input value breaks a rule; nothing was created.
@@ -90,7 +90,7 @@ pub enum Error {
     /// A file system operation failed on a path.
     #[error("{action} {path}", path = .path.display())]
     Io {
-        /// What was being done, such as `create directory`.
+        /// The action that failed, such as `create directory`.
         action: &'static str,
         /// The path it was done on.
         path: PathBuf,
@@ -102,7 +102,7 @@ pub enum Error {
     /// The host is not able to run this backend.
     #[error("host not ready: {message}")]
     Host {
-        /// What is missing and how to fix it.
+        /// The missing part and how to fix it.
         message: String,
         /// The cause, where there is one.
         #[source]
@@ -112,7 +112,7 @@ pub enum Error {
     /// Any other failure of a backend library, with context.
     #[error("{context}")]
     Backend {
-        /// What was being done.
+        /// The action that failed.
         context: String,
         /// The backend library's error.
         #[source]

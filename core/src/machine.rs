@@ -1,4 +1,4 @@
-//! What a new machine needs to join its controller.
+//! The configuration a new machine needs to join its controller.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ pub enum MachineJob {
 pub struct AgentTools {
     /// Agent version, such as `3.5.1-ubuntu-amd64`.
     pub version: String,
-    /// Where the gzip tarball of the agent binaries is downloaded from.
+    /// URL of the gzip tarball of the agent binaries.
     pub url: String,
     /// Hex SHA-256 of the tarball; anything else is rejected.
     pub sha256: String,
@@ -37,7 +37,7 @@ pub struct AgentTools {
     pub size: u64,
 }
 
-/// How the agent reaches and authenticates to a controller endpoint.
+/// Address and credentials of a controller endpoint for the agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ControllerInfo {

@@ -14,7 +14,7 @@ pub const MIN_MTU: u32 = 68;
 /// Largest MTU accepted: the largest the kernel stores for a device.
 pub const MAX_MTU: u32 = 65535;
 
-/// How the container's NIC reaches the host.
+/// The way the container's NIC reaches the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkKind {
@@ -171,7 +171,7 @@ pub fn validate_mtu(mtu: u32) -> Result<(), InvalidValue> {
 
 /// The network of a new container: a bridge to join or a host NIC to take,
 /// with an optional MTU and MAC address. Every value is checked when the
-/// configuration is built, so a backend never sees an invalid one.
+/// configuration is built, so a backend never receives an invalid one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkConfig {
     kind: NetworkKind,

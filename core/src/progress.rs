@@ -92,7 +92,7 @@ pub enum ProgressEvent<'a> {
     },
     /// Bytes of a download or import so far.
     Bytes {
-        /// What is being transferred, such as an image URL or file name.
+        /// The transferred item, such as an image URL or file name.
         what: &'a str,
         /// Bytes transferred so far.
         done: u64,

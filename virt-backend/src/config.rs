@@ -69,7 +69,7 @@ pub enum VirtTypeChoice {
     Qemu,
 }
 
-/// Where a base image comes from.
+/// The source of a base image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageLocation {
     /// A file on this host.
@@ -90,7 +90,7 @@ impl std::fmt::Display for ImageLocation {
 /// A base image source and its expected digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageSource {
-    /// Where the image is read from.
+    /// The location the image is read from.
     pub location: ImageLocation,
     /// Expected SHA-256 of the image bytes.
     pub sha256: Option<[u8; 32]>,
@@ -137,7 +137,7 @@ pub struct VirtConfig {
 }
 
 impl VirtConfig {
-    /// Reads and validates every key this backend knows, removing each
+    /// Reads and validates every key this backend defines, removing each
     /// from `config`, and logs a warning for each key left over.
     pub fn from_manager_config(mut config: ManagerConfig) -> Result<Self> {
         let parsed = Self::take_keys(&mut config)?;

@@ -145,7 +145,7 @@ impl StreamHandle {
     }
 }
 
-/// Where libvirt reads a running domain's addresses from.
+/// The source libvirt reads a running domain's addresses from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddressSource {
     /// The DHCP leases of libvirt's own virtual networks.

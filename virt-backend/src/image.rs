@@ -78,7 +78,7 @@ pub struct BaseImage {
     pub virtual_size: u64,
 }
 
-/// Why an image could not be imported.
+/// A failed image import.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// Opening or reading the source failed.
@@ -104,7 +104,7 @@ pub enum ImageError {
     Invalid {
         /// The source.
         location: String,
-        /// What is wrong.
+        /// The problem.
         problem: String,
     },
     /// The bytes do not match the configured SHA-256.
@@ -131,7 +131,7 @@ pub enum ImageError {
     /// A libvirt call failed.
     #[error("{action}")]
     Libvirt {
-        /// What was being done.
+        /// The action that failed.
         action: String,
         /// libvirt's error.
         #[source]
@@ -166,7 +166,7 @@ pub fn base_volume_name(series: &str, source: &ImageSource) -> String {
     format!("base-{series}-{}", &identity[..12])
 }
 
-/// What an import needs from its manager.
+/// The parts of a manager that an import uses.
 pub struct ImportContext<'a> {
     /// The connection.
     pub connection: &'a Connection,
@@ -294,7 +294,7 @@ fn lock_name(pool_name: &str, volume: &str) -> String {
 }
 
 /// Deletes the `.partial` volumes of base image imports whose process died
-/// half way: those whose import lock on this host nobody holds. Returns the
+/// half way: those whose import lock on this host no process holds. Returns the
 /// names of the deleted volumes.
 ///
 /// NOTE: the import lock is a file on this host. A `.partial` volume that
@@ -585,7 +585,7 @@ fn copy_and_hash(
     Ok(hasher.finalize().into())
 }
 
-/// Returns true when `error` says the call is unsupported and the
+/// Returns true when `error` reports the call as unsupported and the
 /// connection is libvirt's test driver.
 pub(crate) fn is_unsupported_test_driver(
     connection: &Connection,

@@ -17,14 +17,14 @@ use crate::handle::Connection;
 use crate::xml::capabilities::{Capabilities, DomainCapabilities};
 use crate::xml::from_xml;
 
-/// What a manager's domains run as.
+/// The guest platform of a manager's domains.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestPlatform {
     /// Guest architecture in libvirt's spelling, such as `x86_64`.
     pub arch: String,
     /// Hypervisor type: `kvm`, `qemu`, or `test` under the test driver.
     pub virt_type: String,
-    /// Why this hypervisor type was chosen, for logs.
+    /// The reason this hypervisor type was chosen, for logs.
     pub reason: String,
 }
 

@@ -172,7 +172,7 @@ pub struct Seed {
     pub network_config: NetworkConfigV2,
 }
 
-/// Why a seed could not be built.
+/// A failure to build a seed.
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
     /// Serialising meta-data or network-config failed.

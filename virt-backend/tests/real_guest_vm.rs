@@ -123,8 +123,8 @@ fn remove_other_volumes(connection: &Connection, keep: &str, keep_sha256: &str) 
 }
 
 /// The test's libvirt connection and directory. Dropping it removes the
-/// domains and volumes the test made; the pool and the base volume of the
-/// current guest image stay, as libvirt's copy of the image cache, because
+/// domains and volumes the test made. The pool and the base volume of the
+/// current guest image stay as libvirt's copy of the image cache, because
 /// importing the 1 GiB image took 40 to 80 s in a debug build.
 struct Host {
     connection: Connection,

@@ -379,7 +379,7 @@ fn check_real_tiers(required: &[String], results: &[TargetResult]) -> Result {
         return Err("no real-tier test files (tests/real*.rs) were found".into());
     }
     // Cargo prints test paths relative to their package, so two packages'
-    // real-tier files could not be told apart if they shared a name.
+    // real-tier files could not be distinguished if they shared a name.
     let mut printed: Vec<String> = required.iter().map(|path| printed_target(path)).collect();
     printed.sort();
     if let Some(pair) = printed.windows(2).find(|pair| pair[0] == pair[1]) {

@@ -17,7 +17,7 @@ pub struct StoragePool {
     /// UUID; libvirt generates one when it is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
-    /// Where the pool keeps its volumes.
+    /// The pool's volume location.
     pub target: PoolTarget,
 }
 
@@ -55,13 +55,13 @@ pub struct StorageVolume {
     /// read only.
     #[serde(default, skip_serializing)]
     pub key: Option<String>,
-    /// Size the guest sees.
+    /// Size as the guest reads it.
     pub capacity: Capacity,
     /// Space allocated on the host. berth writes 0 so that files are
     /// sparse; libvirt reports the real figure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocation: Option<Capacity>,
-    /// Where and in what format the volume is stored.
+    /// The volume's storage location and format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<VolumeTarget>,
     /// The image a copy-on-write volume reads unchanged blocks from.
