@@ -260,6 +260,23 @@ mod tests {
         (base, dirs)
     }
 
+    /// Returns `half_made(prefix)` once it finds `expected` directories,
+    /// or after one second. A child that another test forks keeps a copy
+    /// of a lock's descriptor until it execs, so a lock can stay taken for
+    /// a moment after its guard is dropped.
+    fn settled_half_made(dirs: &ContainerDirs, prefix: &str, expected: usize) -> Vec<HalfMade> {
+        let mut found = dirs.half_made(prefix).unwrap();
+        for _ in 0..100 {
+            if found.len() == expected {
+                break;
+            }
+            drop(found);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            found = dirs.half_made(prefix).unwrap();
+        }
+        found
+    }
+
     #[test]
     fn create_guard_makes_locked_directory() {
         let (_base, dirs) = dirs();
@@ -298,7 +315,7 @@ mod tests {
         let guard = dirs.new_directory_for_create("juju-machine-0").unwrap();
         assert!(dirs.half_made("juju-").unwrap().is_empty());
         drop(guard);
-        let found = dirs.half_made("juju-").unwrap();
+        let found = settled_half_made(&dirs, "juju-", 1);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].name, "juju-machine-0");
     }
@@ -322,9 +339,7 @@ mod tests {
         fs::create_dir(&outside).unwrap();
         std::os::unix::fs::symlink(&outside, dirs.containers_root().join("juju-machine-9"))
             .unwrap();
-        let names: Vec<String> = dirs
-            .half_made("juju-")
-            .unwrap()
+        let names: Vec<String> = settled_half_made(&dirs, "juju-", 1)
             .into_iter()
             .map(|h| h.name)
             .collect();
@@ -335,7 +350,7 @@ mod tests {
     fn half_made_holds_lock_against_creates() {
         let (_base, dirs) = dirs();
         drop(dirs.new_directory_for_create("juju-machine-0").unwrap());
-        let found = dirs.half_made("juju-").unwrap();
+        let found = settled_half_made(&dirs, "juju-", 1);
         assert_eq!(found.len(), 1);
         let lock = dirs
             .containers_root()
